@@ -1,0 +1,60 @@
+"""One transformer block: resid_pre -> attention -> resid_mid -> MLP -> resid_post."""
+
+from __future__ import annotations
+
+import einops
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+from interp_transformer.components.attention import Attention
+from interp_transformer.components.layer_norm import make_layer_norm
+from interp_transformer.components.mlp import MLP
+from interp_transformer.config import TransformerConfig
+from interp_transformer.hooks import HookPoint
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block. Attention-only configs have no ``ln2``, ``mlp`` or ``hook_resid_mid``."""
+
+    def __init__(self, cfg: TransformerConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        self.hook_resid_pre = HookPoint()  # [batch pos d_model]
+        if cfg.use_split_qkv_input:
+            self.hook_q_input = HookPoint()  # [batch pos head_index d_model]
+            self.hook_k_input = HookPoint()
+            self.hook_v_input = HookPoint()
+        self.ln1 = make_layer_norm(cfg) or nn.Identity()
+        self.attn = Attention(cfg, layer)
+        self.hook_attn_out = HookPoint()  # [batch pos d_model]
+        if not cfg.attn_only:
+            self.hook_resid_mid = HookPoint()
+            if cfg.use_hook_mlp_in:
+                self.hook_mlp_in = HookPoint()
+            self.ln2 = make_layer_norm(cfg) or nn.Identity()
+            self.mlp = MLP(cfg)
+            self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()  # [batch pos d_model]
+
+    def forward(
+        self,
+        resid_pre: Float[Tensor, "batch pos d_model"],
+        allowed: Bool[Tensor, "batch 1 query_pos key_pos"] | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        resid_pre = self.hook_resid_pre(resid_pre)
+        if self.cfg.use_split_qkv_input:
+            q_in, k_in, v_in = (self._split(hook, resid_pre) for hook in (self.hook_q_input, self.hook_k_input, self.hook_v_input))
+            attn_out = self.attn(self.ln1(q_in), self.ln1(k_in), self.ln1(v_in), allowed)
+        else:
+            normalized = self.ln1(resid_pre)
+            attn_out = self.attn(normalized, normalized, normalized, allowed)
+        attn_out = self.hook_attn_out(attn_out)
+        if self.cfg.attn_only:
+            return self.hook_resid_post(resid_pre + attn_out)
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
+        mlp_in = self.hook_mlp_in(resid_mid.clone()) if self.cfg.use_hook_mlp_in else resid_mid
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
+        return self.hook_resid_post(resid_mid + mlp_out)
+
+    def _split(self, hook: HookPoint, resid: Tensor) -> Float[Tensor, "batch pos head_index d_model"]:
+        return hook(einops.repeat(resid, "batch pos d_model -> batch pos head_index d_model", head_index=self.cfg.n_heads).clone())

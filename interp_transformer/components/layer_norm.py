@@ -1,0 +1,59 @@
+"""LayerNorm with hooks on its scale and output, and the pre-folded variant with no weights."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from interp_transformer.config import TransformerConfig
+from interp_transformer.hooks import HookPoint
+
+REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class LayerNormPre(nn.Module):
+    """Centre and scale to unit RMS, with no learned weights (their effect is folded downstream).
+
+    Works over the last axis of ``[batch pos d_model]`` or ``[batch pos head_index d_model]``.
+    In float16/bfloat16 the statistics are computed in float32 for stability.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.eps = cfg.layer_norm_eps
+        self.hook_scale = HookPoint()  # [batch pos 1]
+        self.hook_normalized = HookPoint()  # [batch pos d_model]
+
+    def normalize(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        dtype = x.dtype
+        if dtype in REDUCED_PRECISION:
+            x = x.float()
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return (x / scale).to(dtype)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return self.hook_normalized(self.normalize(x))
+
+
+class LayerNorm(LayerNormPre):
+    """LayerNorm with weight ``w`` and bias ``b`` of shape ``[d_model]``."""
+
+    def __init__(self, cfg: TransformerConfig, length: int | None = None) -> None:
+        super().__init__(cfg)
+        length = cfg.d_model if length is None else length
+        self.w = nn.Parameter(torch.ones(length, dtype=cfg.dtype))
+        self.b = nn.Parameter(torch.zeros(length, dtype=cfg.dtype))
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return self.hook_normalized(self.normalize(x) * self.w + self.b)
+
+
+def make_layer_norm(cfg: TransformerConfig) -> nn.Module | None:
+    """The normalisation module the config asks for (None when the model has none)."""
+    if cfg.normalization_type == "LN":
+        return LayerNorm(cfg)
+    if cfg.normalization_type == "LNPre":
+        return LayerNormPre(cfg)
+    return None

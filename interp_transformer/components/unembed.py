@@ -1,0 +1,23 @@
+"""Unembedding: residual stream to logits."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from interp_transformer.config import TransformerConfig
+
+
+class Unembed(nn.Module):
+    """``logits = x @ W_U + b_U`` with ``W_U [d_model d_vocab]``."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out, dtype=cfg.dtype))
+        self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
+
+    def forward(self, residual: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
+        # addmm fuses the bias into the matmul: the logits are the largest tensor in the forward.
+        flat = residual.reshape(-1, residual.shape[-1])
+        return torch.addmm(self.b_U, flat, self.W_U).view(*residual.shape[:-1], -1)

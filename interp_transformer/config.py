@@ -1,0 +1,135 @@
+"""TransformerConfig: the frozen description of a model's shape, with validation only."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "relu", "silu")
+NORMALIZATION_TYPES = ("LN", "LNPre", None)
+POSITIONAL_EMBEDDING_TYPES = ("standard",)
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Shape and behaviour of a HookedTransformer. Defaults are GPT-2 small.
+
+    Fields left as None are derived in ``__post_init__``: ``d_vocab_out`` from
+    ``d_vocab``, ``attn_scale`` from ``d_head``. ``d_model`` must equal
+    ``n_heads * d_head`` unless ``allow_d_model_mismatch`` says otherwise.
+    """
+
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    d_head: int = 64
+    d_mlp: int | None = 3072
+    d_vocab: int = 50257
+    n_ctx: int = 1024
+    layer_norm_eps: float = 1e-5
+    init_range: float = 0.02
+    act_fn: str = "gelu_new"
+    normalization_type: str | None = "LN"
+    attn_only: bool = False
+    positional_embedding_type: str = "standard"
+    dtype: torch.dtype = torch.float32
+    seed: int | None = None
+    use_attn_result: bool = False
+    use_split_qkv_input: bool = False
+    use_hook_mlp_in: bool = False
+    allow_d_model_mismatch: bool = False
+    d_vocab_out: int | None = None
+    attn_scale: float | None = None
+    default_prepend_bos: bool = True
+    model_name: str = "custom"
+    tokenizer_name: str | None = None
+    original_architecture: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dtype, str):
+            if self.dtype not in DTYPES:
+                raise ValueError(f"dtype {self.dtype!r} is not supported; use one of {sorted(DTYPES)}")
+            object.__setattr__(self, "dtype", DTYPES[self.dtype])
+        if self.normalization_type == "none":
+            object.__setattr__(self, "normalization_type", None)
+        if self.d_vocab_out is None:
+            object.__setattr__(self, "d_vocab_out", self.d_vocab)
+        if self.attn_scale is None:
+            object.__setattr__(self, "attn_scale", math.sqrt(self.d_head))
+        if self.attn_only and self.d_mlp is not None:
+            object.__setattr__(self, "d_mlp", None)
+        self._validate()
+
+    def _validate(self) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "d_head", "d_vocab", "n_ctx"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.attn_only and (not isinstance(self.d_mlp, int) or self.d_mlp <= 0):
+            raise ValueError(f"d_mlp must be a positive int for a model with MLPs, got {self.d_mlp!r} (or set attn_only=True)")
+        if self.d_model != self.n_heads * self.d_head and not self.allow_d_model_mismatch:
+            raise ValueError(
+                f"d_model ({self.d_model}) != n_heads * d_head ({self.n_heads} * {self.d_head} = "
+                f"{self.n_heads * self.d_head}); fix the sizes, or pass allow_d_model_mismatch=True "
+                "if the mismatch is intended"
+            )
+        if self.act_fn not in ACT_FNS:
+            raise ValueError(f"act_fn {self.act_fn!r} is not supported; use one of {list(ACT_FNS)}")
+        if self.normalization_type not in NORMALIZATION_TYPES:
+            raise ValueError(
+                f"normalization_type {self.normalization_type!r} is not supported; use one of "
+                f"{list(NORMALIZATION_TYPES)} (or 'none')"
+            )
+        if self.positional_embedding_type not in POSITIONAL_EMBEDDING_TYPES:
+            raise ValueError(
+                f"positional_embedding_type {self.positional_embedding_type!r} is not supported; "
+                f"use one of {list(POSITIONAL_EMBEDDING_TYPES)}"
+            )
+        if self.dtype not in DTYPES.values():
+            raise ValueError(f"dtype {self.dtype} is not supported; use one of {sorted(DTYPES)}")
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
+        if self.init_range <= 0:
+            raise ValueError(f"init_range must be positive, got {self.init_range}")
+
+    def replace(self, **changes: Any) -> "TransformerConfig":
+        """A copy with some fields changed (derived fields are re-derived unless given)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if "d_head" in changes and "attn_scale" not in changes:
+            values["attn_scale"] = None
+        if "d_vocab" in changes and "d_vocab_out" not in changes:
+            values["d_vocab_out"] = None
+        values.update(changes)
+        return TransformerConfig(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict; ``from_dict`` inverts it."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["dtype"] = str(self.dtype).removeprefix("torch.")
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TransformerConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TransformerConfig fields {unknown}; valid fields are {sorted(known)}")
+        return cls(**values)
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the config, used to tie saved activations to a model shape."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

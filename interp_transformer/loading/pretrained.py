@@ -1,0 +1,90 @@
+"""``from_pretrained``: resolve a name or path, convert its weights, build the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from interp_transformer.config import DTYPES
+from interp_transformer.loading.architectures import converter_for, hub_names
+from interp_transformer.loading.hf_files import read_hf_config, read_hf_weights
+from interp_transformer.loading.native import is_native, load_native
+from interp_transformer.toy.registry import embedded_models
+
+if TYPE_CHECKING:
+    from interp_transformer.model import HookedTransformer
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+
+
+def available_models() -> dict[str, list[str]]:
+    """Names ``from_pretrained`` accepts besides local paths."""
+    return {"embedded": sorted(embedded_models()), "hub": sorted(hub_names())}
+
+
+def load_pretrained(
+    name_or_path: str | Path,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+) -> "HookedTransformer":
+    """Load a model with its tokenizer. Weights are used as stored (no LayerNorm folding or centring)."""
+    from interp_transformer.model import HookedTransformer
+
+    directory, name = resolve_model_dir(name_or_path)
+    if is_native(directory):
+        cfg, state = load_native(directory)
+    else:
+        hf_config = read_hf_config(directory)
+        converter = converter_for(hf_config)
+        cfg = converter.convert_config(hf_config, name)
+        state = converter.convert_weights(read_hf_weights(directory), cfg)
+    if dtype is not None:
+        cfg = cfg.replace(dtype=DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
+    model = HookedTransformer(cfg, tokenizer=load_tokenizer(directory), init_weights=False)
+    model.load_state_dict({key: value.to(cfg.dtype) for key, value in state.items()}, strict=True)
+    return model.to(device) if device is not None else model
+
+
+def resolve_model_dir(name_or_path: str | Path) -> tuple[Path, str]:
+    """A local directory holding the model, and the model's name."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path, path.name
+    name = str(name_or_path)
+    embedded = embedded_models()
+    if name in embedded:
+        return embedded[name], name
+    repo_id = hub_names().get(name) or (name if "/" in name else None)
+    if repo_id is None:
+        raise ValueError(
+            f"unknown model {name!r}: it is not a local directory, an embedded model {sorted(embedded)} "
+            f"or a supported hub name {sorted(hub_names())}"
+        )
+    return download_from_hub(repo_id), name
+
+
+def download_from_hub(repo_id: str) -> Path:
+    """Fetch config, tokenizer and weights (safetensors preferred) into the Hugging Face cache."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        directory = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+        if not any(directory.glob("*.safetensors")):
+            directory = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS + ["pytorch_model*.bin"]))
+    except Exception as error:  # the hub client raises many network and auth error types
+        raise OSError(
+            f"could not fetch {repo_id!r} from the Hugging Face hub ({type(error).__name__}: {error}); without "
+            "network access, pass a local directory written by save_pretrained instead"
+        ) from error
+    return directory
+
+
+def load_tokenizer(directory: Path):
+    if not any((directory / name).exists() for name in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory))

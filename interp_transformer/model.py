@@ -1,0 +1,298 @@
+"""HookedTransformer: builds the components, runs the forward pass, exposes stacked weight views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from interp_transformer import tokenization
+from interp_transformer.components.attention import attention_allowed
+from interp_transformer.components.block import TransformerBlock
+from interp_transformer.components.embed import Embed, PosEmbed
+from interp_transformer.components.layer_norm import make_layer_norm
+from interp_transformer.components.unembed import Unembed
+from interp_transformer.config import TransformerConfig
+from interp_transformer.hooks import HookedModule, HookPoint
+from interp_transformer.weights import StackedWeights
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+ModelInput = Union[str, Sequence[str], Int[Tensor, "batch pos"]]
+ReturnType = Literal["logits", "loss", "both", None]
+RETURN_TYPES = ("logits", "loss", "both", None)
+
+
+class LogitsAndLoss(NamedTuple):
+    logits: Float[Tensor, "batch pos d_vocab"]
+    loss: Tensor
+
+
+class HookedTransformer(StackedWeights, HookedModule):
+    """A GPT-2-style decoder with a hook point at every residual-stream, attention and MLP site."""
+
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        tokenizer: "PreTrainedTokenizerBase | None" = None,
+        init_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(cfg, TransformerConfig):
+            raise TypeError(f"cfg must be a TransformerConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.embed = Embed(cfg)
+        self.hook_embed = HookPoint()  # [batch pos d_model]
+        self.pos_embed = PosEmbed(cfg)
+        self.hook_pos_embed = HookPoint()  # [batch pos d_model]
+        self.blocks = nn.ModuleList(TransformerBlock(cfg, layer) for layer in range(cfg.n_layers))
+        self.ln_final = make_layer_norm(cfg) or nn.Identity()
+        self.unembed = Unembed(cfg)
+        self.tokenizer = None
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer)
+        if init_weights:  # loaders skip this: they overwrite every parameter anyway
+            self.init_weights()
+        self.setup_hooks()
+
+    # ----------------------------------------------------------------- weights
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Weight matrices ~ N(0, init_range), biases 0, LayerNorm weights 1; reproducible from ``cfg.seed``."""
+        generator = torch.Generator()
+        if self.cfg.seed is not None:
+            generator.manual_seed(self.cfg.seed)
+        else:
+            generator.seed()
+        for name, param in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf.startswith("W_"):
+                values = torch.randn(param.shape, generator=generator, dtype=torch.float32) * self.cfg.init_range
+                param.copy_(values.to(param.dtype))
+            elif leaf == "w":
+                param.fill_(1.0)
+            else:
+                param.zero_()
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.W_E.device
+
+    # ---------------------------------------------------------------- tokenizer
+    def set_tokenizer(self, tokenizer: "PreTrainedTokenizerBase") -> None:
+        self.tokenizer = tokenization.prepare_tokenizer(tokenizer)
+
+    def to_tokens(
+        self,
+        input: str | Sequence[str],
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+        truncate: bool = True,
+    ) -> Int[Tensor, "batch pos"]:
+        return self.tokenize(input, prepend_bos, padding_side, truncate).tokens
+
+    def tokenize(
+        self,
+        input: str | Sequence[str],
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+        truncate: bool = True,
+    ) -> tokenization.Tokenized:
+        """Tokens and their attention mask (1 = real token) for a string or a batch of strings."""
+        return tokenization.tokenize(
+            self._require_tokenizer(),
+            input,
+            prepend_bos=self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos,
+            padding_side=padding_side,
+            max_length=self.cfg.n_ctx if truncate else None,
+        ).to(self.device)
+
+    def to_str_tokens(self, input: str | Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str] | list[list[str]]:
+        if isinstance(input, str):
+            input = self.to_tokens(input, prepend_bos=prepend_bos)[0]
+        return tokenization.to_str_tokens(self._require_tokenizer(), input)
+
+    def to_string(self, tokens: Tensor | Sequence[int]) -> str | list[str]:
+        return tokenization.to_string(self._require_tokenizer(), tokens)
+
+    def to_single_token(self, string: str) -> int:
+        return tokenization.to_single_token(self._require_tokenizer(), string)
+
+    def get_token_position(
+        self,
+        single_token: str | int,
+        input: str | Tensor,
+        mode: Literal["first", "last"] = "first",
+        prepend_bos: bool | None = None,
+    ) -> int:
+        """Index of ``single_token`` in ``input`` (a string, or tokens of one prompt)."""
+        if isinstance(input, str):
+            input = self.to_tokens(input, prepend_bos=prepend_bos)
+        if isinstance(single_token, str):
+            single_token = self.to_single_token(single_token)
+        return tokenization.get_token_position(single_token, input, mode)
+
+    def _require_tokenizer(self) -> "PreTrainedTokenizerBase":
+        if self.tokenizer is None:
+            raise ValueError(
+                "this model has no tokenizer; pass token ids instead of strings, or attach one with "
+                "model.set_tokenizer(AutoTokenizer.from_pretrained(...))"
+            )
+        return self.tokenizer
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input: ModelInput,
+        return_type: ReturnType = "logits",
+        loss_per_token: bool = False,
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        start_at_layer: int | None = None,
+        stop_at_layer: int | None = None,
+        tokens: Int[Tensor, "batch pos"] | None = None,
+    ) -> Any:
+        """Run the model.
+
+        ``input`` is a string, a list of strings (padded, with the mask built for you) or
+        token ids ``[batch pos]``; with ``start_at_layer`` it is the residual stream
+        ``[batch pos d_model]`` entering that block (pass ``tokens`` to get a loss).
+        ``return_type`` is ``"logits"``, ``"loss"``, ``"both"`` (a ``LogitsAndLoss``) or None.
+        With ``stop_at_layer`` the residual stream entering that block is returned
+        instead and later blocks never run.
+        """
+        if return_type not in RETURN_TYPES:
+            raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
+        start, stop = self._layer_range(start_at_layer, stop_at_layer)
+        if start_at_layer is None:
+            tokens, attention_mask = self._prepare_tokens(input, prepend_bos, padding_side, attention_mask)
+            residual = self.embed_tokens(tokens, attention_mask)
+        else:
+            residual = self._check_residual(input)
+            if tokens is not None:
+                tokens = self._check_tokens(tokens)
+        attention_mask = self._check_attention_mask(attention_mask, residual.shape[:2])
+        allowed = attention_allowed(residual.shape[1], residual.shape[1], attention_mask, residual.device)
+        for block in self.blocks[start:stop]:
+            residual = block(residual, allowed)
+        if stop_at_layer is not None:
+            return residual
+        logits = self.unembed(self.ln_final(residual))
+        if return_type == "logits":
+            return logits
+        if return_type is None:
+            return None
+        if tokens is None:
+            raise ValueError("a loss needs the input tokens; pass tokens=... when starting from a residual stream")
+        loss = lm_cross_entropy_loss(logits, tokens, attention_mask, per_token=loss_per_token)
+        return loss if return_type == "loss" else LogitsAndLoss(logits, loss)
+
+    def embed_tokens(
+        self, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"] | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """The residual stream entering block 0: token plus positional embeddings."""
+        embed = self.hook_embed(self.embed(tokens))
+        pos_embed = self.hook_pos_embed(self.pos_embed(tokens, attention_mask=attention_mask))
+        return embed + pos_embed
+
+    def _prepare_tokens(
+        self,
+        input: ModelInput,
+        prepend_bos: bool | None,
+        padding_side: str | None,
+        attention_mask: Tensor | None,
+    ) -> tuple[Tensor, Tensor | None]:
+        if isinstance(input, str) or (isinstance(input, (list, tuple)) and input and isinstance(input[0], str)):
+            if attention_mask is not None:
+                raise ValueError("attention_mask is built from the strings; pass it only with token ids")
+            tokenized = self.tokenize(input, prepend_bos, padding_side)
+            mask = tokenized.attention_mask
+            return self._check_tokens(tokenized.tokens), (None if bool(mask.all()) else mask)
+        if not isinstance(input, Tensor):
+            raise TypeError(
+                f"input must be a string, a list of strings or a [batch pos] tensor of token ids, got {type(input).__name__}"
+            )
+        return self._check_tokens(input), attention_mask
+
+    def _check_tokens(self, tokens: Tensor) -> Int[Tensor, "batch pos"]:
+        if tokens.dtype in (torch.bool,) or tokens.is_floating_point() or tokens.is_complex():
+            raise TypeError(f"tokens must be an integer tensor (torch.long), got dtype {tokens.dtype}")
+        if tokens.ndim != 2:
+            fix = " (add a batch axis with tokens.unsqueeze(0))" if tokens.ndim == 1 else ""
+            raise ValueError(f"tokens must have shape [batch pos], got {tuple(tokens.shape)}{fix}")
+        if tokens.shape[1] > self.cfg.n_ctx:
+            raise ValueError(
+                f"sequence length {tokens.shape[1]} is longer than the model's context n_ctx={self.cfg.n_ctx}; "
+                "truncate the input (to_tokens truncates by default)"
+            )
+        if tokens.numel():
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or high >= self.cfg.d_vocab:
+                bad = low if low < 0 else high
+                raise ValueError(f"token id {bad} is out of range; ids must be in [0, d_vocab={self.cfg.d_vocab})")
+        return tokens.to(self.device, torch.long)
+
+    def _check_residual(self, residual: Any) -> Float[Tensor, "batch pos d_model"]:
+        if not isinstance(residual, Tensor) or residual.ndim != 3 or residual.shape[-1] != self.cfg.d_model:
+            shape = tuple(residual.shape) if isinstance(residual, Tensor) else type(residual).__name__
+            raise ValueError(f"with start_at_layer, input must be a residual stream [batch pos d_model={self.cfg.d_model}], got {shape}")
+        if residual.shape[1] > self.cfg.n_ctx:
+            raise ValueError(f"sequence length {residual.shape[1]} is longer than n_ctx={self.cfg.n_ctx}")
+        return residual
+
+    def _check_attention_mask(self, mask: Tensor | None, batch_pos: tuple[int, int]) -> Tensor | None:
+        if mask is None:
+            return None
+        if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(batch_pos):
+            shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"attention_mask must have the tokens' shape {tuple(batch_pos)}, got {shape}")
+        if mask.is_floating_point() or not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold integers 0 (padding) and 1 (real token)")
+        if not bool(mask.any(-1).all()):
+            raise ValueError("attention_mask has a row with no real tokens; every prompt needs at least one")
+        return mask.to(self.device, torch.long)
+
+    def _layer_range(self, start: int | None, stop: int | None) -> tuple[int, int]:
+        n = self.cfg.n_layers
+        for name, value in (("start_at_layer", start), ("stop_at_layer", stop)):
+            if value is not None and not -n <= value <= n:
+                raise ValueError(f"{name}={value} is out of range for a model with {n} layers (use -{n}..{n})")
+        return range(n)[slice(start, stop)].start, range(n)[slice(start, stop)].stop
+
+    # ------------------------------------------------------------ persistence
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedTransformer":
+        """Load a supported model by hub name, embedded-model name or local directory (see ``loading``)."""
+        from interp_transformer.loading import load_pretrained
+
+        return load_pretrained(name_or_path, **kwargs)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write weights (safetensors), config and checksums; ``from_pretrained(directory)`` reads them back."""
+        from interp_transformer.loading.native import save_native
+
+        return save_native(self, directory)
+
+
+def lm_cross_entropy_loss(
+    logits: Float[Tensor, "batch pos d_vocab"],
+    tokens: Int[Tensor, "batch pos"],
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+    per_token: bool = False,
+) -> Tensor:
+    """Next-token cross-entropy. Pairs that touch padding are excluded (zero in the per-token loss)."""
+    if tokens.shape != logits.shape[:2]:
+        raise ValueError(f"tokens {tuple(tokens.shape)} do not match the logits' [batch pos] {tuple(logits.shape[:2])}")
+    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    loss = -log_probs.gather(-1, tokens[:, 1:, None].to(logits.device)).squeeze(-1)
+    if attention_mask is None:
+        return loss if per_token else loss.mean()
+    valid = (attention_mask[:, :-1] * attention_mask[:, 1:]).to(loss.dtype)
+    loss = loss * valid
+    return loss if per_token else loss.sum() / valid.sum()

@@ -1,0 +1,135 @@
+"""Canonical hook names, their shapes in dimension words, and TransformerLens-style name shorthand.
+
+Dimension words (the one vocabulary used across the package):
+
+- ``batch``: prompts in a batch.
+- ``pos``: token positions; ``query_pos`` / ``key_pos`` on the two sides of attention.
+- ``head_index``: attention heads of one layer; ``d_head`` the width of one head.
+- ``d_model``: the residual stream width; ``d_mlp`` the MLP hidden width.
+- ``d_vocab``: vocabulary size; ``layer`` a block index; ``component`` a residual-stream term.
+- ``1``: a kept singleton axis (LayerNorm scales).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from interp_transformer.config import TransformerConfig
+
+RESID = ("batch", "pos", "d_model")
+HEADS = ("batch", "pos", "head_index", "d_head")
+ATTN = ("batch", "head_index", "query_pos", "key_pos")
+MLP = ("batch", "pos", "d_mlp")
+SPLIT = ("batch", "pos", "head_index", "d_model")
+SCALE = ("batch", "pos", 1)
+SPLIT_SCALE = ("batch", "pos", "head_index", 1)
+
+# Per-block hook names in forward order, each with its shape and the config switch it needs.
+# The switch is a predicate name evaluated by ``_block_hook_enabled``.
+BLOCK_HOOKS: tuple[tuple[str, tuple, str], ...] = (
+    ("hook_resid_pre", RESID, "always"),
+    ("hook_q_input", SPLIT, "split_qkv"),
+    ("hook_k_input", SPLIT, "split_qkv"),
+    ("hook_v_input", SPLIT, "split_qkv"),
+    ("ln1.hook_scale", SCALE, "ln_scale"),
+    ("ln1.hook_normalized", RESID, "ln"),
+    ("attn.hook_q", HEADS, "always"),
+    ("attn.hook_k", HEADS, "always"),
+    ("attn.hook_v", HEADS, "always"),
+    ("attn.hook_attn_scores", ATTN, "always"),
+    ("attn.hook_pattern", ATTN, "always"),
+    ("attn.hook_z", HEADS, "always"),
+    ("attn.hook_result", SPLIT, "attn_result"),
+    ("hook_attn_out", RESID, "always"),
+    ("hook_resid_mid", RESID, "mlp"),
+    ("hook_mlp_in", RESID, "mlp_in"),
+    ("ln2.hook_scale", SCALE, "mlp_ln_scale"),
+    ("ln2.hook_normalized", RESID, "mlp_ln"),
+    ("mlp.hook_pre", MLP, "mlp"),
+    ("mlp.hook_post", MLP, "mlp"),
+    ("hook_mlp_out", RESID, "mlp"),
+    ("hook_resid_post", RESID, "always"),
+)
+TOP_HOOKS_BEFORE = (("hook_embed", RESID), ("hook_pos_embed", RESID))
+TOP_HOOKS_AFTER = (("ln_final.hook_scale", SCALE, "ln_scale"), ("ln_final.hook_normalized", RESID, "ln"))
+
+
+def _block_hook_enabled(switch: str, cfg: "TransformerConfig") -> bool:
+    has_ln = cfg.normalization_type is not None
+    has_mlp = not cfg.attn_only
+    return {
+        "always": True,
+        "split_qkv": cfg.use_split_qkv_input,
+        "ln": has_ln,
+        "ln_scale": has_ln,
+        "attn_result": cfg.use_attn_result,
+        "mlp": has_mlp,
+        "mlp_in": has_mlp and cfg.use_hook_mlp_in,
+        "mlp_ln": has_mlp and has_ln,
+        "mlp_ln_scale": has_mlp and has_ln,
+    }[switch]
+
+
+def hook_shapes(cfg: "TransformerConfig") -> dict[str, tuple]:
+    """Every hook name a model with this config has, in forward order, mapped to its dimension words."""
+    shapes = dict(TOP_HOOKS_BEFORE)
+    for layer in range(cfg.n_layers):
+        for name, dims, switch in BLOCK_HOOKS:
+            if _block_hook_enabled(switch, cfg):
+                if cfg.use_split_qkv_input and name.startswith("ln1."):
+                    dims = SPLIT_SCALE if dims == SCALE else SPLIT
+                shapes[f"blocks.{layer}.{name}"] = dims
+    for name, dims, switch in TOP_HOOKS_AFTER:
+        if _block_hook_enabled(switch, cfg):
+            shapes[name] = dims
+    return shapes
+
+
+def concrete_shape(dims: tuple, cfg: "TransformerConfig", batch: int, pos: int) -> tuple[int, ...]:
+    """Turn dimension words into sizes for a given batch and sequence length."""
+    sizes = {
+        "batch": batch,
+        "pos": pos,
+        "query_pos": pos,
+        "key_pos": pos,
+        "head_index": cfg.n_heads,
+        "d_head": cfg.d_head,
+        "d_model": cfg.d_model,
+        "d_mlp": cfg.d_mlp,
+        "d_vocab": cfg.d_vocab,
+        1: 1,
+    }
+    return tuple(sizes[d] for d in dims)
+
+
+_ALIASES = {"attn": "pattern", "attn_logits": "attn_scores", "key": "k", "query": "q", "value": "v", "mlp_pre": "pre", "mlp_post": "post"}
+_ATTN_NAMES = {"q", "k", "v", "z", "result", "pattern", "attn_scores", "rot_q", "rot_k"}
+_MLP_NAMES = {"pre", "post", "mid", "pre_linear"}
+_LN_NAMES = {"scale", "normalized"}
+_LAYER_TYPE_ALIASES = {"a": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
+
+
+def get_act_name(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
+    """Full hook name from TransformerLens shorthand.
+
+    ``get_act_name("pattern", 3) -> "blocks.3.attn.hook_pattern"``,
+    ``get_act_name("scale", 2, "ln1") -> "blocks.2.ln1.hook_scale"``,
+    ``get_act_name("scale") -> "ln_final.hook_scale"``. Full names pass through unchanged.
+    """
+    if "." in name or name.startswith("hook_"):
+        return name
+    name = _ALIASES.get(name, name)
+    if layer_type is not None:
+        layer_type = _LAYER_TYPE_ALIASES.get(layer_type, layer_type)
+    elif name in _ATTN_NAMES:
+        layer_type = "attn"
+    elif name in _MLP_NAMES:
+        layer_type = "mlp"
+    elif name in _LN_NAMES and layer is None:
+        layer_type = "ln_final"
+    elif name in _LN_NAMES:
+        raise ValueError(f"get_act_name({name!r}, {layer}) needs layer_type 'ln1' or 'ln2' to pick a LayerNorm")
+    prefix = "" if layer is None else f"blocks.{layer}."
+    middle = f"{layer_type}." if layer_type else ""
+    return f"{prefix}{middle}hook_{name}"

@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny configs and models, a real byte-level BPE tokenizer, and random HF GPT-2 checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from interp_transformer import HookedTransformer, TransformerConfig
+
+CORPUS = [
+    "When Mary and John went to the store, John gave a drink to Mary.",
+    "The quick brown fox jumps over the lazy dog. The dog sleeps.",
+    "Attention heads copy tokens; induction heads complete repeated patterns.",
+    "Hello world! Hello there, general Kenobi. 12345 67890 <s> &amp; </script>",
+] * 5
+
+
+def tiny_config(**overrides) -> TransformerConfig:
+    values = dict(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64, d_vocab=300, n_ctx=48, seed=0)
+    values.update(overrides)
+    return TransformerConfig(**values)
+
+
+@pytest.fixture
+def cfg() -> TransformerConfig:
+    return tiny_config()
+
+
+@pytest.fixture
+def model(cfg: TransformerConfig) -> HookedTransformer:
+    return HookedTransformer(cfg).eval()
+
+
+@pytest.fixture
+def tokens(cfg: TransformerConfig) -> torch.Tensor:
+    return torch.randint(0, cfg.d_vocab, (3, 12), generator=torch.Generator().manual_seed(1))
+
+
+def build_bpe_tokenizer(vocab_size: int = 300):
+    """A GPT-2-like tokenizer (byte-level BPE, BOS = EOS = PAD = <|endoftext|>) trained on CORPUS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    return build_bpe_tokenizer()
+
+
+@pytest.fixture
+def make_hf_gpt2(tmp_path: Path) -> Callable[..., tuple]:
+    """Factory: a random-init GPT2LMHeadModel saved to a temp dir -> (hf_model, directory)."""
+
+    def make(seed: int = 0, with_tokenizer: bool = False, **config) -> tuple:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        values = dict(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=48, bos_token_id=0, eos_token_id=0)
+        values.update(config)
+        torch.manual_seed(seed)
+        hf_model = GPT2LMHeadModel(GPT2Config(**values)).eval()
+        directory = tmp_path / f"gpt2-{seed}-{abs(hash(tuple(sorted(values.items()))))}"
+        hf_model.save_pretrained(directory)
+        if with_tokenizer:
+            build_bpe_tokenizer(values["vocab_size"]).save_pretrained(directory)
+        return hf_model, directory
+
+    return make

@@ -172,12 +172,13 @@ class HookedTransformer(StackedWeights, HookedModule):
         start, stop = self._layer_range(start_at_layer, stop_at_layer)
         if start_at_layer is None:
             tokens, attention_mask = self._prepare_tokens(input, prepend_bos, padding_side, attention_mask)
+            attention_mask = self._check_attention_mask(attention_mask, tokens.shape)
             residual = self.embed_tokens(tokens, attention_mask)
         else:
             residual = self._check_residual(input)
             if tokens is not None:
                 tokens = self._check_tokens(tokens)
-        attention_mask = self._check_attention_mask(attention_mask, residual.shape[:2])
+            attention_mask = self._check_attention_mask(attention_mask, residual.shape[:2])
         allowed = attention_allowed(residual.shape[1], residual.shape[1], attention_mask, residual.device)
         for block in self.blocks[start:stop]:
             residual = block(residual, allowed)

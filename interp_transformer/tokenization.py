@@ -86,7 +86,7 @@ def to_str_tokens(tokenizer: "PreTrainedTokenizerBase", tokens: Tensor | Sequenc
         return [to_str_tokens(tokenizer, row) for row in tokens]
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be [pos] or [batch pos], got shape {tuple(tokens.shape)}")
-    return tokenizer.batch_decode(tokens.tolist(), clean_up_tokenization_spaces=False)
+    return [tokenizer.decode([token], clean_up_tokenization_spaces=False) for token in tokens.tolist()]
 
 
 def to_string(tokenizer: "PreTrainedTokenizerBase", tokens: Tensor | Sequence[int]) -> str | list[str]:

@@ -7,6 +7,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 
+MLP_VIEWS = frozenset({"W_in", "W_out", "b_in", "b_out"})
+
+
 class StackedWeights:
     """Mixin for a model with ``embed``, ``pos_embed``, ``blocks`` and ``unembed``.
 
@@ -14,10 +17,13 @@ class StackedWeights:
     """
 
     def _stack(self, module: str, param: str) -> Tensor:
-        missing = [i for i, block in enumerate(self.blocks) if not hasattr(block, module)]
-        if missing:
-            raise AttributeError(f"blocks {missing} have no {module!r} (attention-only model?), so there is no stacked {param}")
         return torch.stack([getattr(getattr(block, module), param) for block in self.blocks])
+
+    def __getattr__(self, name: str):
+        # A property's AttributeError lands here; explain the attention-only case instead of a bare "no attribute".
+        if name in MLP_VIEWS and self.cfg.attn_only:
+            raise AttributeError(f"{name} does not exist: this model is attention-only (cfg.attn_only=True), it has no MLPs")
+        return super().__getattr__(name)
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:

@@ -40,6 +40,7 @@ class PosEmbed(nn.Module):
         batch, pos = tokens.shape
         if attention_mask is None:
             positions = torch.arange(past_kv_pos_offset, past_kv_pos_offset + pos, device=tokens.device)
-            return self.W_pos[positions].expand(batch, pos, -1)
+            # Index with expanded positions rather than expanding the result: hooks may edit it in place.
+            return self.W_pos[positions.expand(batch, pos)]
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -pos:]
         return self.W_pos[positions]

@@ -54,6 +54,8 @@ def resolve_model_dir(name_or_path: str | Path) -> tuple[Path, str]:
     if path.is_dir():
         return path, path.name
     name = str(name_or_path)
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"model directory {path} does not exist")
     embedded = embedded_models()
     if name in embedded:
         return embedded[name], name
@@ -64,6 +66,11 @@ def resolve_model_dir(name_or_path: str | Path) -> tuple[Path, str]:
             f"or a supported hub name {sorted(hub_names())}"
         )
     return download_from_hub(repo_id), name
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are ``owner/name``; anything else with a separator is meant as a local path."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def download_from_hub(repo_id: str) -> Path:

@@ -1,0 +1,108 @@
+"""LayerNorm and LayerNormPre against torch.nn.functional.layer_norm and a hand-worked example."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from interp_transformer.components.layer_norm import LayerNorm, LayerNormPre, make_layer_norm
+
+
+
+def _inputs(*shape: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    # A large offset and uneven scale per position: catches a missing centring or a wrong reduction axis.
+    return torch.randn(*shape, generator=g) * 3.0 + torch.randn(*shape[:-1], 1, generator=g) * 50.0
+
+
+def test_hand_worked_example(cfg):
+    norm = LayerNormPre(cfg.replace(d_model=4, n_heads=1, d_head=4, layer_norm_eps=1e-5))
+    x = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
+    # mean 2.5; centred [-1.5, -0.5, 0.5, 1.5]; biased variance (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25.
+    scale = math.sqrt(1.25 + 1e-5)
+    expected = torch.tensor([[[-1.5, -0.5, 0.5, 1.5]]]) / scale
+    torch.testing.assert_close(norm(x), expected, msg="LayerNormPre should centre and divide by sqrt(biased var + eps)")
+
+
+def test_layer_norm_pre_matches_functional(cfg):
+    norm = LayerNormPre(cfg)
+    x = _inputs(3, 7, cfg.d_model)
+    expected = F.layer_norm(x, (cfg.d_model,), eps=cfg.layer_norm_eps)
+    torch.testing.assert_close(norm(x), expected, msg="LayerNormPre differs from F.layer_norm without weights")
+    assert not list(norm.parameters()), "LayerNormPre must have no learned parameters (they are folded downstream)"
+
+
+def test_layer_norm_matches_functional_with_weights(cfg):
+    norm = LayerNorm(cfg)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        norm.w.copy_(torch.randn(cfg.d_model, generator=g))
+        norm.b.copy_(torch.randn(cfg.d_model, generator=g))
+    x = _inputs(3, 7, cfg.d_model)
+    expected = F.layer_norm(x, (cfg.d_model,), norm.w, norm.b, eps=cfg.layer_norm_eps)
+    torch.testing.assert_close(norm(x), expected, msg="LayerNorm differs from F.layer_norm (weight/bias order or eps?)")
+
+
+def test_layer_norm_defaults_to_identity_affine(cfg):
+    norm = LayerNorm(cfg)
+    assert torch.equal(norm.w, torch.ones(cfg.d_model)) and torch.equal(norm.b, torch.zeros(cfg.d_model))
+
+
+def test_eps_is_used(cfg):
+    eps = 0.5
+    norm = LayerNormPre(cfg.replace(layer_norm_eps=eps))
+    x = _inputs(2, 3, cfg.d_model)
+    torch.testing.assert_close(norm(x), F.layer_norm(x, (cfg.d_model,), eps=eps), msg="cfg.layer_norm_eps is not applied")
+    constant = torch.full((1, 2, cfg.d_model), 7.0)
+    torch.testing.assert_close(norm(constant), torch.zeros_like(constant), msg="a constant vector should normalise to 0")
+
+
+def test_hooks_see_scale_and_normalized(cfg):
+    norm = LayerNorm(cfg)
+    norm.hook_scale.name, norm.hook_normalized.name = "hook_scale", "hook_normalized"
+    seen = {}
+    for point in (norm.hook_scale, norm.hook_normalized):
+        point.add(lambda a, hook: seen.__setitem__(hook.name, a.detach().clone()))
+    x = _inputs(2, 5, cfg.d_model)
+    out = norm(x)
+    expected_scale = (x.var(-1, unbiased=False, keepdim=True) + cfg.layer_norm_eps).sqrt()
+    assert seen["hook_scale"].shape == (2, 5, 1), "hook_scale should keep a singleton d_model axis [batch pos 1]"
+    torch.testing.assert_close(seen["hook_scale"], expected_scale, msg="hook_scale should be sqrt(biased var + eps)")
+    torch.testing.assert_close(seen["hook_normalized"], out)
+
+
+def test_replacing_scale_changes_the_output(cfg):
+    norm = LayerNormPre(cfg)
+    norm.hook_scale.add(lambda a, hook: torch.ones_like(a))
+    x = _inputs(2, 5, cfg.d_model)
+    torch.testing.assert_close(norm(x), x - x.mean(-1, keepdim=True), msg="a hook on hook_scale should be used downstream")
+
+
+def test_split_input_with_head_axis(cfg):
+    norm = LayerNorm(cfg)
+    with torch.no_grad():
+        norm.w.copy_(torch.linspace(0.5, 2.0, cfg.d_model))
+    x = _inputs(2, 5, cfg.n_heads, cfg.d_model)
+    expected = F.layer_norm(x, (cfg.d_model,), norm.w, norm.b, eps=cfg.layer_norm_eps)
+    torch.testing.assert_close(norm(x), expected, msg="LayerNorm should normalise the last axis of [batch pos head_index d_model]")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_is_computed_in_float32(cfg, dtype):
+    norm = LayerNormPre(cfg.replace(dtype=dtype))
+    # Values where float16 arithmetic would overflow (x**2 > 65504) if the statistics were computed in half.
+    x = (torch.randn(2, 5, cfg.d_model, generator=torch.Generator().manual_seed(3)) * 400.0).to(dtype)
+    out = norm(x)
+    assert out.dtype == dtype, "the output should keep the model's dtype"
+    expected = F.layer_norm(x.float(), (cfg.d_model,), eps=cfg.layer_norm_eps).to(dtype)
+    assert torch.isfinite(out).all(), "half-precision LayerNorm overflowed: statistics must be computed in float32"
+    torch.testing.assert_close(out, expected, msg="reduced-precision LayerNorm should match a float32 computation cast back")
+
+
+def test_make_layer_norm_picks_the_configured_kind(cfg):
+    assert type(make_layer_norm(cfg)) is LayerNorm
+    assert type(make_layer_norm(cfg.replace(normalization_type="LNPre"))) is LayerNormPre
+    assert make_layer_norm(cfg.replace(normalization_type=None)) is None

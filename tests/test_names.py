@@ -1,0 +1,121 @@
+"""The hook-name table in names.py against what a real forward pass fires, and get_act_name shorthand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp_transformer import HookedTransformer, TransformerConfig, get_act_name, names
+
+BATCH, POS = 2, 5
+
+CONFIG_VARIANTS = {
+    "default": {},
+    "attn_only": dict(attn_only=True),
+    "LNPre": dict(normalization_type="LNPre"),
+    "no_norm": dict(normalization_type=None),
+    "attn_result": dict(use_attn_result=True),
+    "split_qkv": dict(use_split_qkv_input=True),
+    "hook_mlp_in": dict(use_hook_mlp_in=True),
+    "split_qkv_LNPre_attn_only": dict(use_split_qkv_input=True, normalization_type="LNPre", attn_only=True),
+    "everything_on_no_norm": dict(use_attn_result=True, use_split_qkv_input=True, use_hook_mlp_in=True, normalization_type=None),
+}
+
+
+
+def _capture_every_hook(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Name -> activation for every hook point that fires, in the order each first fires."""
+    fired: dict[str, torch.Tensor] = {}
+
+    def record(activation, hook):
+        fired.setdefault(hook.name, activation.detach())
+
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=[(lambda name: True, record)])
+    return fired
+
+
+@pytest.mark.parametrize("variant", list(CONFIG_VARIANTS))
+def test_hook_table_matches_a_real_cache(cfg, variant):
+    cfg = cfg.replace(**CONFIG_VARIANTS[variant])
+    model = HookedTransformer(cfg)
+    tokens = torch.randint(0, cfg.d_vocab, (BATCH, POS), generator=torch.Generator().manual_seed(0))
+    cache = _capture_every_hook(model, tokens)
+    table = names.hook_shapes(cfg)
+
+    missing = [n for n in table if n not in cache]
+    extra = [n for n in cache if n not in table]
+    assert not missing and not extra, (
+        f"[{variant}] names.hook_shapes and the forward disagree: in the table but never fired {missing}; "
+        f"fired but not in the table {extra}"
+    )
+    assert list(cache) == list(table), f"[{variant}] the table's order is not the forward order:\n{list(table)}\n{list(cache)}"
+    for name, dims in table.items():
+        expected = names.concrete_shape(dims, cfg, BATCH, POS)
+        assert tuple(cache[name].shape) == expected, f"[{variant}] {name}: table says {dims} = {expected}, forward gave {tuple(cache[name].shape)}"
+
+
+def test_gpt2_small_table_has_the_transformerlens_cache_keys():
+    table = names.hook_shapes(TransformerConfig())
+    # Hand count for GPT-2 small: 2 embeddings + 12 blocks x 17 hooks + ln_final's 2 = 208 (the size of a
+    # TransformerLens run_with_cache on gpt2 with default settings).
+    assert len(table) == 2 + 12 * 17 + 2, f"expected 208 hook names for GPT-2 small, got {len(table)}"
+    assert list(table)[:3] == ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre"]
+    assert list(table)[-3:] == ["blocks.11.hook_resid_post", "ln_final.hook_scale", "ln_final.hook_normalized"]
+    assert table["blocks.4.attn.hook_pattern"] == ("batch", "head_index", "query_pos", "key_pos")
+    assert table["blocks.4.attn.hook_q"] == ("batch", "pos", "head_index", "d_head")
+    assert table["blocks.4.mlp.hook_post"] == ("batch", "pos", "d_mlp")
+    assert table["blocks.4.ln2.hook_scale"] == ("batch", "pos", 1)
+    assert names.concrete_shape(table["blocks.4.mlp.hook_pre"], TransformerConfig(), 3, 7) == (3, 7, 3072)
+
+
+def test_split_qkv_table_gives_ln1_a_head_axis(cfg):
+    table = names.hook_shapes(cfg.replace(use_split_qkv_input=True))
+    assert table["blocks.0.ln1.hook_scale"] == ("batch", "pos", "head_index", 1)
+    assert table["blocks.0.ln1.hook_normalized"] == ("batch", "pos", "head_index", "d_model")
+    assert table["blocks.0.ln2.hook_scale"] == ("batch", "pos", 1), "ln2 reads the un-split residual stream"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("pattern", 3), "blocks.3.attn.hook_pattern"),
+        (("attn", 3), "blocks.3.attn.hook_pattern"),
+        (("attn_scores", 0), "blocks.0.attn.hook_attn_scores"),
+        (("q", 1), "blocks.1.attn.hook_q"),
+        (("z", 11), "blocks.11.attn.hook_z"),
+        (("result", 2), "blocks.2.attn.hook_result"),
+        (("scale", 2, "ln1"), "blocks.2.ln1.hook_scale"),
+        (("normalized", 5, "ln2"), "blocks.5.ln2.hook_normalized"),
+        (("scale",), "ln_final.hook_scale"),
+        (("normalized",), "ln_final.hook_normalized"),
+        (("resid_pre", 4), "blocks.4.hook_resid_pre"),
+        (("resid_mid", 4), "blocks.4.hook_resid_mid"),
+        (("resid_post", 0), "blocks.0.hook_resid_post"),
+        (("attn_out", 1), "blocks.1.hook_attn_out"),
+        (("mlp_out", 1), "blocks.1.hook_mlp_out"),
+        (("pre", 6), "blocks.6.mlp.hook_pre"),
+        (("post", 6), "blocks.6.mlp.hook_post"),
+        (("mlp_post", 6), "blocks.6.mlp.hook_post"),
+        (("q", 2, "a"), "blocks.2.attn.hook_q"),
+        (("resid_pre", 2, "b"), "blocks.2.hook_resid_pre"),
+        (("embed",), "hook_embed"),
+        (("pos_embed",), "hook_pos_embed"),
+        (("blocks.3.attn.hook_pattern",), "blocks.3.attn.hook_pattern"),
+        (("hook_embed",), "hook_embed"),
+        (("ln_final.hook_scale",), "ln_final.hook_scale"),
+    ],
+)
+def test_get_act_name(args, expected):
+    assert get_act_name(*args) == expected, f"get_act_name{args} should expand to {expected!r}"
+
+
+def test_get_act_name_block_layernorm_needs_a_layer_type():
+    with pytest.raises(ValueError, match=r"needs layer_type 'ln1' or 'ln2'"):
+        get_act_name("scale", 2)
+
+
+def test_get_act_name_results_exist_in_the_table(cfg):
+    table = names.hook_shapes(cfg.replace(use_attn_result=True))
+    for args in [("pattern", 1), ("scale", 0, "ln2"), ("scale",), ("resid_pre", 1), ("pre", 0), ("result", 1), ("v", 0)]:
+        assert get_act_name(*args) in table, f"get_act_name{args} = {get_act_name(*args)!r} is not a real hook name"

@@ -13,7 +13,7 @@ import torch
 
 ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "relu", "silu")
 NORMALIZATION_TYPES = ("LN", "LNPre", None)
-POSITIONAL_EMBEDDING_TYPES = ("standard",)
+POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer")
 DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -25,6 +25,9 @@ DTYPES = {
 @dataclass(frozen=True)
 class TransformerConfig:
     """Shape and behaviour of a HookedTransformer. Defaults are GPT-2 small.
+
+    ``positional_embedding_type="shortformer"`` adds the positional embedding only to the
+    query and key inputs of each attention layer (after ``ln1``), never to the residual stream.
 
     Fields left as None are derived in ``__post_init__``: ``d_vocab_out`` from
     ``d_vocab``, ``attn_scale`` from ``d_head``. ``d_model`` must equal

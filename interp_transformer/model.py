@@ -173,15 +173,16 @@ class HookedTransformer(StackedWeights, HookedModule):
         if start_at_layer is None:
             tokens, attention_mask = self._prepare_tokens(input, prepend_bos, padding_side, attention_mask)
             attention_mask = self._check_attention_mask(attention_mask, tokens.shape)
-            residual = self.embed_tokens(tokens, attention_mask)
+            residual, shortformer_pos = self._embed(tokens, attention_mask)
         else:
             residual = self._check_residual(input)
             if tokens is not None:
                 tokens = self._check_tokens(tokens)
             attention_mask = self._check_attention_mask(attention_mask, residual.shape[:2])
+            shortformer_pos = self._shortformer_pos_for(residual, attention_mask)
         allowed = attention_allowed(residual.shape[1], residual.shape[1], attention_mask, residual.device)
         for block in self.blocks[start:stop]:
-            residual = block(residual, allowed)
+            residual = block(residual, allowed, shortformer_pos)
         if stop_at_layer is not None:
             return residual
         logits = self.unembed(self.ln_final(residual))
@@ -197,10 +198,24 @@ class HookedTransformer(StackedWeights, HookedModule):
     def embed_tokens(
         self, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"] | None = None
     ) -> Float[Tensor, "batch pos d_model"]:
-        """The residual stream entering block 0: token plus positional embeddings."""
+        """The residual stream entering block 0: token plus positional embeddings (token only for shortformer)."""
+        return self._embed(tokens, attention_mask)[0]
+
+    def _embed(
+        self, tokens: Tensor, attention_mask: Tensor | None
+    ) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_model"] | None]:
+        """Residual stream entering block 0, and the positional embedding when it goes to attention instead."""
         embed = self.hook_embed(self.embed(tokens))
         pos_embed = self.hook_pos_embed(self.pos_embed(tokens, attention_mask=attention_mask))
-        return embed + pos_embed
+        if self.cfg.positional_embedding_type == "shortformer":
+            return embed, pos_embed
+        return embed + pos_embed, None
+
+    def _shortformer_pos_for(self, residual: Tensor, attention_mask: Tensor | None) -> Tensor | None:
+        if self.cfg.positional_embedding_type != "shortformer":
+            return None
+        placeholder_tokens = torch.zeros(residual.shape[:2], dtype=torch.long, device=residual.device)
+        return self.hook_pos_embed(self.pos_embed(placeholder_tokens, attention_mask=attention_mask))
 
     def _prepare_tokens(
         self,

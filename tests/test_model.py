@@ -270,3 +270,25 @@ def test_bad_inputs_give_clear_errors(model, tokens, make_input, kwargs, error, 
 def test_model_needs_a_transformer_config():
     with pytest.raises(TypeError, match="cfg must be a TransformerConfig, got dict"):
         HookedTransformer(TransformerConfig().to_dict())
+
+
+def test_shortformer_keeps_positions_out_of_the_residual_stream(cfg, tokens):
+    model = HookedTransformer(cfg.replace(positional_embedding_type="shortformer")).eval()
+    seen = {}
+
+    def keep(activation, hook):
+        seen[hook.name] = activation
+
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(["hook_embed", "blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"], keep)])
+    assert torch.equal(seen["blocks.0.hook_resid_pre"], seen["hook_embed"]), "shortformer must not add W_pos to the residual"
+    resumed = model(seen["blocks.1.hook_resid_pre"], start_at_layer=1)
+    assert torch.allclose(resumed, logits, atol=1e-6), "start_at_layer must re-derive the shortformer positions"
+
+
+def test_shortformer_positions_only_reach_queries_and_keys(cfg, tokens):
+    model = HookedTransformer(cfg.replace(positional_embedding_type="shortformer", n_layers=1)).eval()
+    values = {}
+    model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_v", lambda v, hook: values.setdefault("v", v))])
+    normalized = model.blocks[0].ln1(model.embed(tokens))
+    expected = torch.einsum("bpm,hmd->bphd", normalized, model.blocks[0].attn.W_V) + model.blocks[0].attn.b_V
+    assert torch.allclose(values["v"], expected, atol=1e-5), "values must be computed from token embeddings alone"

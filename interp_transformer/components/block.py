@@ -40,14 +40,18 @@ class TransformerBlock(nn.Module):
         self,
         resid_pre: Float[Tensor, "batch pos d_model"],
         allowed: Bool[Tensor, "batch 1 query_pos key_pos"] | None = None,
+        shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid_pre)
         if self.cfg.use_split_qkv_input:
             q_in, k_in, v_in = (self._split(hook, resid_pre) for hook in (self.hook_q_input, self.hook_k_input, self.hook_v_input))
-            attn_out = self.attn(self.ln1(q_in), self.ln1(k_in), self.ln1(v_in), allowed)
+            q_in, k_in, v_in = self.ln1(q_in), self.ln1(k_in), self.ln1(v_in)
         else:
-            normalized = self.ln1(resid_pre)
-            attn_out = self.attn(normalized, normalized, normalized, allowed)
+            q_in = k_in = v_in = self.ln1(resid_pre)
+        if shortformer_pos_embed is not None:  # positions steer where heads look, never what they move
+            pos = shortformer_pos_embed.unsqueeze(-2) if q_in.ndim == 4 else shortformer_pos_embed
+            q_in = k_in = q_in + pos
+        attn_out = self.attn(q_in, k_in, v_in, allowed)
         attn_out = self.hook_attn_out(attn_out)
         if self.cfg.attn_only:
             return self.hook_resid_post(resid_pre + attn_out)

@@ -1,0 +1,93 @@
+"""A recipe is a config, a tokenizer, a data sampler and an evaluation; ``train_recipe`` turns one into shipped weights."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from interp_transformer.config import TransformerConfig
+from interp_transformer.model import HookedTransformer
+from interp_transformer.toy.registry import WEIGHTS_DIR
+from interp_transformer.toy.train import Batch, TrainSettings, train
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    config: TransformerConfig
+    settings: TrainSettings
+    build_tokenizer: Callable[[], object]
+    sample_batch: Callable[[torch.Generator, int], Batch]
+    # evaluate(model, generator) -> metrics; the tests call it with fresh seeds.
+    evaluate: Callable[[HookedTransformer, torch.Generator], dict[str, float]]
+    data_description: str
+    eval_seed: int = 12345
+    loss_fn: Callable[[HookedTransformer, Batch], torch.Tensor] | None = None
+
+
+def all_recipes() -> dict[str, Recipe]:
+    """Every embedded model's recipe by name (imported on demand: they hold word lists and data code)."""
+    from interp_transformer.toy import induction, ioi, modadd
+
+    return {recipe.name: recipe for recipe in (induction.RECIPE, ioi.RECIPE, modadd.RECIPE)}
+
+
+def train_recipe(recipe: Recipe, out: Path | None = None, steps: int | None = None) -> Path:
+    """Train from scratch (seeded), save weights + tokenizer + model card, return the folder."""
+    torch.manual_seed(recipe.settings.seed)
+    settings = recipe.settings if steps is None else TrainSettings(**{**recipe.settings.__dict__, "steps": steps})
+    model = HookedTransformer(recipe.config, tokenizer=recipe.build_tokenizer())
+    eval_generator = lambda: torch.Generator().manual_seed(recipe.eval_seed)  # noqa: E731 - same eval data each time
+    result = train(model, recipe.sample_batch, settings, evaluate=lambda m: recipe.evaluate(m, eval_generator()), loss_fn=recipe.loss_fn)
+    out = WEIGHTS_DIR / recipe.name if out is None else Path(out)
+    model.save_pretrained(out)
+    (out / "training.json").write_text(
+        json.dumps(
+            {"steps": settings.steps, "final_loss": result.final_loss, "metrics": result.metrics,
+             "train_seconds": round(result.seconds, 1), "torch": torch.__version__, "machine": platform.machine(),
+             "threads": torch.get_num_threads(), "history": result.history},
+            indent=2,
+        ) + "\n"
+    )
+    (out / "MODEL_CARD.md").write_text(model_card(recipe, settings, result))
+    print(f"saved {recipe.name} to {out} after {result.seconds:.0f} s: {result.metrics}")
+    return out
+
+
+def model_card(recipe: Recipe, settings: TrainSettings, result) -> str:
+    cfg = recipe.config
+    metrics = "\n".join(f"| {k} | {v:.4g} |" for k, v in result.metrics.items())
+    return f"""# {recipe.name}
+
+Embedded model shipped with interp_transformer, trained with the project's own code.
+
+## Architecture
+{cfg.n_layers} layer(s), d_model={cfg.d_model}, {cfg.n_heads} heads of d_head={cfg.d_head}, \
+{"attention-only" if cfg.attn_only else f"d_mlp={cfg.d_mlp}, act_fn={cfg.act_fn}"}, \
+normalization={cfg.normalization_type}, d_vocab={cfg.d_vocab}, n_ctx={cfg.n_ctx}.
+
+## Data
+{recipe.data_description}
+
+## Training
+AdamW (lr={settings.lr}, betas={settings.betas}, weight_decay={settings.weight_decay}), {settings.warmup_steps} warm-up steps \
+then cosine decay to {settings.min_lr_fraction} of the peak, gradient clipping {settings.grad_clip}, \
+{settings.steps} steps of batch {settings.batch_size}, seed {settings.seed}. \
+Took {result.seconds:.0f} s on {torch.get_num_threads()} CPU threads.
+
+## Results (evaluation data from seed {recipe.eval_seed}, never trained on)
+| metric | value |
+|---|---|
+| final training loss | {result.final_loss:.4g} |
+{metrics}
+
+The test suite re-checks these claims on freshly generated evaluation data.
+
+## Retrain
+    python -m interp_transformer.toy.train {recipe.name}
+"""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from interp_transformer.circuits.factored_matrix import FactoredMatrix
 
 
 MLP_VIEWS = frozenset({"W_in", "W_out", "b_in", "b_out"})
@@ -88,3 +93,17 @@ class StackedWeights:
     @property
     def b_out(self) -> Float[Tensor, "layer d_model"]:
         return self._stack("mlp", "b_out")
+
+    @property
+    def QK(self) -> "FactoredMatrix":
+        """``W_Q W_K^T`` of every head as stored: FactoredMatrix ``[layer head_index d_model d_model]``."""
+        from interp_transformer.circuits.factored_matrix import FactoredMatrix
+
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> "FactoredMatrix":
+        """``W_V W_O`` of every head as stored: FactoredMatrix ``[layer head_index d_model d_model]``."""
+        from interp_transformer.circuits.factored_matrix import FactoredMatrix
+
+        return FactoredMatrix(self.W_V, self.W_O)

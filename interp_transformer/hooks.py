@@ -14,9 +14,14 @@ import contextlib
 import difflib
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, Union
 
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    import torch
+
+    from interp_transformer.cache import ActivationCache
 
 HookFn = Callable[..., Union[Tensor, None]]
 NameFilter = Union[str, Sequence[str], Callable[[str], bool]]
@@ -230,3 +235,37 @@ class HookedModule(nn.Module):
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end):
             return self(*model_args, **model_kwargs)
 
+    def run_with_cache(
+        self,
+        *model_args: Any,
+        names_filter: NameFilter | None = None,
+        device: "torch.device | str | None" = None,
+        remove_batch_dim: bool = False,
+        incl_bwd: bool = False,
+        pos_slice: Any = None,
+        return_cache_object: bool = True,
+        **model_kwargs: Any,
+    ) -> tuple[Any, "ActivationCache | dict[str, Tensor]"]:
+        """Run the forward and return ``(output, cache)`` with the activations ``names_filter`` selects.
+
+        ``names_filter``: None (every hook point), an exact name, a list of names, or a predicate.
+        Only the selected activations are captured (detached). ``device`` moves each one as it is
+        captured; ``remove_batch_dim`` drops the batch axis of a one-prompt batch; ``pos_slice``
+        keeps only some positions (an int, a (start, stop) tuple, a slice or a list of indices).
+        ``incl_bwd`` calls ``.backward()`` on the (scalar) output and also stores each gradient
+        as ``name + "_grad"``. The cache is an ``ActivationCache``, or a plain dict with
+        ``return_cache_object=False`` (kept for TransformerLens scripts; the cache is a Mapping anyway).
+        """
+        from interp_transformer.caching import run_with_cache
+
+        return run_with_cache(
+            self,
+            *model_args,
+            names_filter=names_filter,
+            device=device,
+            remove_batch_dim=remove_batch_dim,
+            incl_bwd=incl_bwd,
+            pos_slice=pos_slice,
+            return_cache_object=return_cache_object,
+            **model_kwargs,
+        )

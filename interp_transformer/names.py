@@ -12,7 +12,8 @@ Dimension words (the one vocabulary used across the package):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from interp_transformer.config import TransformerConfig
@@ -103,11 +104,22 @@ def concrete_shape(dims: tuple, cfg: "TransformerConfig", batch: int, pos: int) 
     return tuple(sizes[d] for d in dims)
 
 
-_ALIASES = {"attn": "pattern", "attn_logits": "attn_scores", "key": "k", "query": "q", "value": "v", "mlp_pre": "pre", "mlp_post": "post"}
+_ALIASES = {
+    "attn": "pattern",
+    "attn_logits": "attn_scores",
+    "key": "k",
+    "query": "q",
+    "value": "v",
+    "mlp_pre": "pre",
+    "mlp_mid": "mid",
+    "mlp_post": "post",
+}
 _ATTN_NAMES = {"q", "k", "v", "z", "result", "pattern", "attn_scores", "rot_q", "rot_k"}
 _MLP_NAMES = {"pre", "post", "mid", "pre_linear"}
 _LN_NAMES = {"scale", "normalized"}
-_LAYER_TYPE_ALIASES = {"a": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
+_LAYER_TYPE_ALIASES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
+# TransformerLens's compact form: "pattern3" -> ("pattern", 3), "scale4ln1" -> ("scale", 4, "ln1").
+_COMPACT = re.compile(r"([a-z]+)(\d+)([a-z]?.*)")
 
 
 def get_act_name(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
@@ -115,10 +127,14 @@ def get_act_name(name: str, layer: int | None = None, layer_type: str | None = N
 
     ``get_act_name("pattern", 3) -> "blocks.3.attn.hook_pattern"``,
     ``get_act_name("scale", 2, "ln1") -> "blocks.2.ln1.hook_scale"``,
-    ``get_act_name("scale") -> "ln_final.hook_scale"``. Full names pass through unchanged.
+    ``get_act_name("scale") -> "ln_final.hook_scale"``, ``get_act_name("pattern3")`` as
+    ``get_act_name("pattern", 3)``. Full names pass through unchanged.
     """
     if "." in name or name.startswith("hook_"):
         return name
+    compact = _COMPACT.fullmatch(name) if layer is None and layer_type is None else None
+    if compact is not None:
+        name, layer, layer_type = compact.group(1), int(compact.group(2)), compact.group(3) or None
     name = _ALIASES.get(name, name)
     if layer_type is not None:
         layer_type = _LAYER_TYPE_ALIASES.get(layer_type, layer_type)
@@ -133,3 +149,25 @@ def get_act_name(name: str, layer: int | None = None, layer_type: str | None = N
     prefix = "" if layer is None else f"blocks.{layer}."
     middle = f"{layer_type}." if layer_type else ""
     return f"{prefix}{middle}hook_{name}"
+
+
+def act_name_from_key(key: Any, n_layers: int) -> str:
+    """Full hook name for a cache key: a name or shorthand string, or a ``(name, layer[, layer_type])`` tuple.
+
+    A negative layer counts from the end (``("resid_pre", -1)`` is the last block's), as in
+    TransformerLens's ``cache["resid_pre", -1]``.
+    """
+    if isinstance(key, str):
+        return get_act_name(key)
+    if not isinstance(key, tuple) or not key or not isinstance(key[0], str):
+        raise TypeError(f"a cache key is a hook name or a (name, layer[, layer_type]) tuple, got {key!r}")
+    if len(key) > 3:
+        raise TypeError(f"a cache key tuple is (name, layer[, layer_type]), got {len(key)} items: {key!r}")
+    name, layer, layer_type = (tuple(key) + (None, None))[:3]
+    if layer is not None:
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise TypeError(f"the layer in cache key {key!r} must be an int, got {type(layer).__name__}")
+        if not -n_layers <= layer < n_layers:
+            raise KeyError(f"layer {layer} in cache key {key!r} is out of range for a model with {n_layers} layers")
+        layer = layer % n_layers
+    return get_act_name(name, layer, layer_type)

@@ -185,13 +185,14 @@ class HookedTransformer(StackedWeights, HookedModule):
             residual = block(residual, allowed, shortformer_pos)
         if stop_at_layer is not None:
             return residual
-        logits = self.unembed(self.ln_final(residual))
+        if return_type in ("loss", "both") and tokens is None:
+            raise ValueError("a loss needs the input tokens; pass tokens=... when starting from a residual stream")
+        normalized = self.ln_final(residual)
+        if return_type is None:  # hooks up to ln_final have fired; skip the unembedding, the largest matmul
+            return None
+        logits = self.unembed(normalized)
         if return_type == "logits":
             return logits
-        if return_type is None:
-            return None
-        if tokens is None:
-            raise ValueError("a loss needs the input tokens; pass tokens=... when starting from a residual stream")
         loss = lm_cross_entropy_loss(logits, tokens, attention_mask, per_token=loss_per_token)
         return loss if return_type == "loss" else LogitsAndLoss(logits, loss)
 

@@ -56,7 +56,7 @@ def _train_batch() -> Batch:
 
 
 def sample_batch(generator: torch.Generator, batch_size: int) -> Batch:
-    """The whole training split every step (full-batch training): rows ``[a, b, =, answer]``."""
+    """The whole training split every step (full-batch training; ``batch_size`` is ignored): rows ``[a, b, =, answer]``."""
     return _train_batch()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ def train_recipe(recipe: Recipe, out: Path | None = None, steps: int | None = No
         json.dumps(
             {"steps": settings.steps, "final_loss": result.final_loss, "metrics": result.metrics,
              "train_seconds": round(result.seconds, 1), "torch": torch.__version__, "machine": platform.machine(),
-             "threads": torch.get_num_threads(), "history": result.history},
+             "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "history": result.history},
             indent=2,
         ) + "\n"
     )
@@ -62,6 +63,8 @@ def train_recipe(recipe: Recipe, out: Path | None = None, steps: int | None = No
 def model_card(recipe: Recipe, settings: TrainSettings, result) -> str:
     cfg = recipe.config
     metrics = "\n".join(f"| {k} | {v:.4g} |" for k, v in result.metrics.items())
+    schedule = "a constant rate" if settings.min_lr_fraction == 1.0 else f"cosine decay to {settings.min_lr_fraction} of the peak"
+    batch = "the full training set (batch_size=0)" if settings.batch_size == 0 else f"batch {settings.batch_size}"
     return f"""# {recipe.name}
 
 Embedded model shipped with interp_transformer, trained with the project's own code.
@@ -76,9 +79,9 @@ normalization={cfg.normalization_type}, d_vocab={cfg.d_vocab}, n_ctx={cfg.n_ctx}
 
 ## Training
 AdamW (lr={settings.lr}, betas={settings.betas}, weight_decay={settings.weight_decay}), {settings.warmup_steps} warm-up steps \
-then cosine decay to {settings.min_lr_fraction} of the peak, gradient clipping {settings.grad_clip}, \
-{settings.steps} steps of batch {settings.batch_size}, seed {settings.seed}. \
-Took {result.seconds:.0f} s on {torch.get_num_threads()} CPU threads.
+then {schedule}, gradient clipping {settings.grad_clip}, {settings.steps} steps of {batch}, seed {settings.seed}. \
+Took {result.seconds:.0f} s on {torch.get_num_threads()} CPU thread(s), machine load average {os.getloadavg()[0]:.1f} \
+at the end (a load above the core count means other jobs shared the CPU and the time is inflated).
 
 ## Results (evaluation data from seed {recipe.eval_seed}, never trained on)
 | metric | value |

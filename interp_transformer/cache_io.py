@@ -9,16 +9,15 @@ crash leaves either the old pair or no sidecar (and a sidecar is what ``load`` s
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from interp_transformer.config import TransformerConfig
+from interp_transformer.atomic_files import atomic_write
 from interp_transformer.loading.integrity import sha256_of
 
 if TYPE_CHECKING:
@@ -97,27 +96,6 @@ def check_same_config(actual: TransformerConfig, saved: TransformerConfig, saved
         f"{what} was written by a model with a different config (fingerprint {saved_fingerprint}, this model's is "
         f"{actual.fingerprint()}): {shown or 'fields differ in a way to_dict does not show'}"
     )
-
-
-def atomic_write(target: Path, write: Callable[[str], object]) -> None:
-    """Write through a temporary file in the same folder and rename it into place; remove it on any failure."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private (0600); give them the usual permissions
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _unshared_cpu_tensors(cache_dict: dict[str, Tensor]) -> dict[str, Tensor]:

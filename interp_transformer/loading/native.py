@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safetensors.torch import save_file
 from torch import Tensor
 
+from interp_transformer.atomic_files import atomic_write
 from interp_transformer.config import TransformerConfig
 from interp_transformer.loading.integrity import read_safetensors, sha256_of, verify_sha256
 
@@ -31,35 +30,17 @@ def save_native(model: "HookedTransformer", directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
     manifest = {
         "format": "interp_transformer",
         "format_version": FORMAT_VERSION,
         "config": model.cfg.to_dict(),
         "sha256": {WEIGHTS_FILE: sha256_of(directory / WEIGHTS_FILE)},
     }
-    _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
+    atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(directory)
     return directory
-
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; saved models should be readable like any file
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_native(directory: Path) -> tuple[TransformerConfig, dict[str, Tensor]]:

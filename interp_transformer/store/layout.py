@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from interp_transformer.cache_io import atomic_write
+from interp_transformer.atomic_files import atomic_write
 from interp_transformer.loading.integrity import sha256_of
 
 FORMAT = "interp_transformer.activation_store"

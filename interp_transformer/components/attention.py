@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from interp_transformer.components.affine import affine
 from interp_transformer.config import TransformerConfig
 from interp_transformer.hooks import HookPoint
 
@@ -73,22 +74,40 @@ class Attention(nn.Module):
         value_input: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head_index d_model"],
         allowed: Bool[Tensor, "batch 1 query_pos key_pos"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        q = self.hook_q(self._project(query_input, self.W_Q, self.b_Q))
-        k = self.hook_k(self._project(key_input, self.W_K, self.b_K))
-        v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
+        if query_input is key_input is value_input and query_input.ndim == 3:
+            q, k, v = self._project_qkv(query_input)
+        else:
+            q = self._project(query_input, self.W_Q, self.b_Q)
+            k = self._project(key_input, self.W_K, self.b_K)
+            v = self._project(value_input, self.W_V, self.b_V)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
             z = self._attend_with_pattern(q, k, v, allowed)
         else:
             z = self._attend_fused(q, k, v, allowed)
         z = self.hook_z(z)
         if not self.cfg.use_attn_result:
-            return einops.einsum(
-                z, self.W_O, "batch pos head_index d_head, head_index d_head d_model -> batch pos d_model"
-            ) + self.b_O
+            # einsum("batch pos head_index d_head, head_index d_head d_model -> batch pos d_model") + b_O,
+            # as one addmm over (head_index d_head): the einsum adds a batched matmul and a bias pass.
+            return affine(z.flatten(-2), self.W_O.flatten(0, 1), self.b_O)
         result = self.hook_result(
             einops.einsum(z, self.W_O, "batch pos head_index d_head, head_index d_head d_model -> batch pos head_index d_model")
         )
         return result.sum(-2) + self.b_O
+
+    def _project_qkv(self, x: Float[Tensor, "batch pos d_model"]) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k and v ``[batch pos head_index d_head]`` from one matmul, as Hugging Face computes them.
+
+        Equal to ``_project`` three times, but three einsums each copy their permuted weight, run a
+        narrower matmul and add the bias in a separate pass. Here the weights are gathered into one
+        ``[d_model (qkv head_index d_head)]`` matrix (one copy, the only per-forward cost left against
+        Hugging Face) and the bias add fuses into the addmm; q, k and v are views into its output.
+        """
+        weight = torch.cat([W.permute(1, 0, 2) for W in (self.W_Q, self.W_K, self.W_V)], dim=1)  # [d_model, 3*head_index, d_head]
+        bias = torch.cat([self.b_Q, self.b_K, self.b_V])  # [3*head_index, d_head]
+        qkv = affine(x, weight.flatten(1), bias.flatten()).unflatten(-1, (3, self.cfg.n_heads, self.cfg.d_head))
+        # Three select()s, not unbind(): autograd refuses in-place edits (patching hooks) of unbind's views.
+        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
 
     @staticmethod
     def _project(x: Tensor, weight: Tensor, bias: Tensor) -> Float[Tensor, "batch pos head_index d_head"]:
@@ -101,13 +120,19 @@ class Attention(nn.Module):
     def _attend_with_pattern(
         self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None
     ) -> Float[Tensor, "batch pos head_index d_head"]:
+        # Scaling q rather than the scores (exact for GPT-2's power-of-two scale) and masking in
+        # place each save a pass over [batch head_index query_pos key_pos], as slow as the matmul at 1024 positions.
         scores = einops.einsum(
-            q, k, "batch query_pos head_index d_head, batch key_pos head_index d_head -> batch head_index query_pos key_pos"
-        ) / self.cfg.attn_scale
-        if allowed is None:
+            q / self.cfg.attn_scale, k,
+            "batch query_pos head_index d_head, batch key_pos head_index d_head -> batch head_index query_pos key_pos",
+        )
+        if allowed is None:  # plain causal: block the keys after each query (one op, not ones/tril/invert)
             query_len, key_len = scores.shape[-2:]
-            allowed = torch.ones(query_len, key_len, dtype=torch.bool, device=scores.device).tril(key_len - query_len)
-        scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
+            query_pos = torch.arange(key_len - query_len, key_len, device=scores.device)[:, None]
+            blocked = torch.arange(key_len, device=scores.device) > query_pos
+        else:
+            blocked = ~allowed
+        scores = self.hook_attn_scores(scores.masked_fill_(blocked, float("-inf")))
         # Softmax in float32 even for half-precision models: exp overflows otherwise.
         pattern = self.hook_pattern(F.softmax(scores.float(), dim=-1).to(v.dtype))
         return einops.einsum(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from interp_transformer.components.affine import affine
 from interp_transformer.config import TransformerConfig
 from interp_transformer.hooks import HookPoint
 
@@ -47,6 +47,7 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch pos d_mlp]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(einops.einsum(x, self.W_in, "batch pos d_model, d_model d_mlp -> batch pos d_mlp") + self.b_in)
+        # affine(...) is einsum("batch pos d_model, d_model d_mlp -> batch pos d_mlp") + b_in, as one addmm.
+        pre = self.hook_pre(affine(x, self.W_in, self.b_in))
         post = self.hook_post(self.act_fn(pre))
-        return einops.einsum(post, self.W_out, "batch pos d_mlp, d_mlp d_model -> batch pos d_model") + self.b_out
+        return affine(post, self.W_out, self.b_out)  # "batch pos d_mlp, d_mlp d_model -> batch pos d_model"

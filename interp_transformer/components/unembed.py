@@ -6,6 +6,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from interp_transformer.components.affine import affine
 from interp_transformer.config import TransformerConfig
 
 
@@ -18,6 +19,5 @@ class Unembed(nn.Module):
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
 
     def forward(self, residual: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        # addmm fuses the bias into the matmul: the logits are the largest tensor in the forward.
-        flat = residual.reshape(-1, residual.shape[-1])
-        return torch.addmm(self.b_U, flat, self.W_U).view(*residual.shape[:-1], -1)
+        # One addmm with the bias fused: the logits are the largest tensor in the forward.
+        return affine(residual, self.W_U, self.b_U)

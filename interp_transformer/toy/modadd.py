@@ -76,7 +76,7 @@ def evaluate(model: HookedTransformer, generator: torch.Generator | None = None)
     return {
         "test_accuracy": accuracy,
         "top_frequency_share": (power[top].sum() / power.sum()).item(),
-        **{f"key_frequency_{i}": float(k) for i, k in enumerate(top.sort().values.tolist())},
+        **{f"key_frequency_{i}": float(k + 1) for i, k in enumerate(top.sort().values.tolist())},  # frequencies start at 1
     }
 
 

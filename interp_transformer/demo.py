@@ -1,19 +1,23 @@
-"""The ``interp-transformer demo`` job: run a model on a prompt and write what it attends to and predicts.
+"""The ``interp-transformer demo`` job: a one-page report on a model, written to ``DIR/index.html`` plus CSV tables.
 
-A small first version of the report: per-head previous-token and induction scores on a
-repeated prompt, and the model's top predictions at each position, as CSV files and one
-self-contained HTML page.
+Runs on the embedded induction model by default: attention patterns of every layer,
+head-detector scores, a residual-stream patching sweep, composition scores between layers,
+OV copying scores and a logit lens, each with a paragraph on what to look for.
 """
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
+from tqdm import tqdm
 
+from interp_transformer import vis
+from interp_transformer.circuits import all_composition_scores, copying_scores, detect_heads, head_scores_frame
 from interp_transformer.model import HookedTransformer
+from interp_transformer.patching import LogitDiff, get_act_patch_resid_pre, normalized_between
 
 DEFAULT_MODEL = "attn-only-2l-induction"
 DEFAULT_PROMPT = "river castle garden morning silver horse bridge forest king music " * 2
@@ -21,71 +25,141 @@ DEFAULT_PROMPT = "river castle garden morning silver horse bridge forest king mu
 
 def run_demo(model_name: str | None, prompt: str | None, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    print(f"loading {model_name or DEFAULT_MODEL} ...", flush=True)
     model = HookedTransformer.from_pretrained(model_name or DEFAULT_MODEL)
+    model.eval()
     prompt = prompt or DEFAULT_PROMPT
     tokens = model.to_tokens(prompt)
-    patterns: dict[int, torch.Tensor] = {}
-
-    def keep(pattern: torch.Tensor, hook) -> None:
-        patterns[hook.layer()] = pattern[0]
-
-    print(f"running on {tokens.shape[1]} tokens ...", flush=True)
-    with torch.no_grad(), model.hooks(fwd_hooks=[(lambda name: name.endswith("hook_pattern"), keep)]):
-        logits = model(tokens)[0]
     str_tokens = model.to_str_tokens(tokens[0])
-    heads = head_table(patterns, tokens[0])
-    predictions = prediction_table(model, logits, str_tokens)
-    heads.to_csv(out / "head_scores.csv", index=False)
-    predictions.to_csv(out / "predictions.csv", index=False)
-    page = out / "index.html"
-    page.write_text(render_page(prompt, heads, predictions), encoding="utf-8")
-    print(f"wrote {page}, {out / 'head_scores.csv'} and {out / 'predictions.csv'}")
-    return page
+    sections: list[Callable[[], list[vis.View]]] = [
+        lambda: attention_section(model, tokens),
+        lambda: detector_section(model, out),
+        lambda: patching_section(model, tokens, str_tokens, out),
+        lambda: composition_section(model, out),
+        lambda: copying_section(model, out),
+        lambda: logit_lens_section(model, tokens, str_tokens, out),
+    ]
+    views: list[vis.View] = []
+    with torch.no_grad():
+        for section in tqdm(sections, desc="demo report", unit="section"):
+            views.extend(section())
+    page = vis.combine(*views, title=f"interp_transformer report: {model.cfg.model_name}")
+    path = page.save(out / "index.html")
+    print(f"wrote {path} and {len(list(out.glob('*.csv')))} CSV tables in {out}")
+    return path
 
 
-def head_table(patterns: dict[int, torch.Tensor], tokens: torch.Tensor) -> pd.DataFrame:
-    """Per head: mean attention to the previous token, and to the token after an earlier copy of the current one."""
-    rows = []
-    query = torch.arange(1, len(tokens))
-    earlier_copy = (tokens[None, :] == tokens[:, None]).tril(-1)  # [query key]: key holds the same token earlier
-    induction_target = torch.zeros_like(earlier_copy)
-    induction_target[:, 1:] = earlier_copy[:, :-1]  # the position right after that earlier copy
-    has_target = induction_target.any(-1)
-    for layer, pattern in sorted(patterns.items()):
-        for head in range(pattern.shape[0]):
-            prev = pattern[head, query, query - 1].mean().item()
-            induction = (pattern[head] * induction_target).sum(-1)[has_target].mean().item() if has_target.any() else float("nan")
-            rows.append({"layer": layer, "head": head, "prev_token_score": prev, "induction_score": induction})
-    return pd.DataFrame(rows)
+def _explained(view: vis.View, paragraph: str) -> vis.View:
+    view.notes = (paragraph,)
+    return view
 
 
-def prediction_table(model: HookedTransformer, logits: torch.Tensor, str_tokens: list[str], k: int = 3) -> pd.DataFrame:
-    probs = logits.softmax(-1)
-    top = probs.topk(k, dim=-1)
-    rows = []
-    for pos, token in enumerate(str_tokens):
-        row = {"position": pos, "token": token}
-        for rank in range(k):
-            row[f"top{rank + 1}"] = model.to_string([int(top.indices[pos, rank])])
-            row[f"p{rank + 1}"] = round(top.values[pos, rank].item(), 4)
-        rows.append(row)
-    return pd.DataFrame(rows)
+def attention_section(model: HookedTransformer, tokens: torch.Tensor) -> list[vis.View]:
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+    str_tokens = model.to_str_tokens(tokens[0])
+    return [
+        _explained(
+            vis.attention_patterns(cache, str_tokens, layer=layer, title=f"Attention patterns, layer {layer}"),
+            "Each small square is one head: row = the token attending (query), column = the token attended to (key). "
+            "Hover a head to enlarge it. On a repeated prompt, look for a head whose bright cells sit just left of "
+            "the diagonal (a previous-token head) and, in a later layer, a head whose bright stripe in the second "
+            "copy is offset by the length of the repeat (an induction head).",
+        )
+        for layer in range(model.cfg.n_layers)
+    ]
 
 
-def render_page(prompt: str, heads: pd.DataFrame, predictions: pd.DataFrame) -> str:
-    # to_html escapes cell text by default; tokens come from a tokenizer and must never become markup.
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>interp_transformer demo</title></head>
-<body>
-<h1>interp_transformer demo</h1>
-<p>Prompt: <code>{html.escape(prompt)}</code></p>
-<h2>Head scores</h2>
-<p>Previous-token heads attend from each token to the one before it; induction heads attend to the token
-that followed an earlier copy of the current token. Both scores are mean attention weights (0 to 1).</p>
-{heads.to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True)}
-<h2>Top predictions</h2>
-<p>In the repeated half of the prompt, a model with induction heads predicts the next token with high probability.</p>
-{predictions.to_html(index=False, escape=True)}
-</body></html>
-"""
+def detector_section(model: HookedTransformer, out: Path) -> list[vis.View]:
+    scores = detect_heads(model)
+    head_scores_frame(scores).to_csv(out / "head_detector_scores.csv", index=False)
+    views = []
+    for kind in ("previous_token", "induction", "duplicate_token", "first_token"):
+        view = vis.layer_head_heatmap(scores[kind], title=f"Head detector: {kind.replace('_', ' ')}", value_name="score")
+        views.append(_explained(
+            view,
+            f"Mean attention each head pays to the position a {kind.replace('_', ' ')} head would attend to, on "
+            "repeated random token sequences (1.0 = a perfect head). Heads near 1 are candidates for that role; "
+            "in the induction model, a previous-token head in layer 0 and an induction head in layer 1 should stand out.",
+        ))
+    return views
+
+
+def patching_section(model: HookedTransformer, tokens: torch.Tensor, str_tokens: list[str], out: Path) -> list[vis.View]:
+    clean, corrupted, answer, wrong = induction_patching_pair(model, tokens)
+    clean_logits, clean_cache = model.run_with_cache(clean)
+    metric = normalized_between(LogitDiff(answer, wrong), clean_logits, model(corrupted))
+    result = get_act_patch_resid_pre(model, corrupted, clean_cache, metric, progress=False)
+    result.to_dataframe().to_csv(out / "patching_resid_pre.csv", index=False)
+    view = vis.layer_pos_heatmap(result.values, model.to_str_tokens(clean[0]), title="Activation patching: resid_pre",
+                                 value_name="normalised logit diff")
+    return [_explained(
+        view,
+        "The last token's prediction on a corrupted prompt (the token after the first copy of the last token is "
+        "replaced) is restored by patching in the clean residual stream at one layer and position at a time "
+        "(1 = fully restored, 0 = no effect). What decides the answer lives where the value is high: at the "
+        "replaced token's position before the induction layer, at the final position after it.",
+    )]
+
+
+def induction_patching_pair(model: HookedTransformer, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Clean prompt, a corrupted copy with one token of the first half changed, the clean answer and the corrupted one."""
+    clean = tokens[:, :-1]
+    pos = clean.shape[1] - 1
+    period = (clean.shape[1] - 1) // 2
+    source = pos - period  # the earlier copy of the last token
+    corrupted = clean.clone()
+    corrupted[0, source + 1] = (clean[0, source + 1] + 1 - 3) % (model.cfg.d_vocab - 3) + 3  # a different ordinary token
+    return clean, corrupted, int(clean[0, source + 1]), int(corrupted[0, source + 1])
+
+
+def composition_section(model: HookedTransformer, out: Path) -> list[vis.View]:
+    views, rows = [], []
+    for mode in ("Q", "K", "V"):
+        scores = all_composition_scores(model, mode)  # [layer head_index layer head_index]
+        n_layers, n_heads = scores.shape[:2]
+        for l1 in range(n_layers):
+            for h1 in range(n_heads):
+                for l2 in range(l1 + 1, n_layers):
+                    for h2 in range(n_heads):
+                        rows.append({"mode": mode, "writer": f"L{l1}H{h1}", "reader": f"L{l2}H{h2}", "score": scores[l1, h1, l2, h2].item()})
+        flat = scores.flatten(0, 1).flatten(1, 2)  # [(layer head) (layer head)]
+        labels = [f"L{layer}H{head}" for layer in range(n_layers) for head in range(n_heads)]
+        view = vis.heatmap(flat, x_labels=labels, y_labels=labels, x_title="reading head", y_title="writing head",
+                           title=f"{mode}-composition scores", value_name="score")
+        views.append(_explained(
+            view,
+            f"How much each later head's {mode} input reads what each earlier head writes (Frobenius-norm ratio of "
+            "Elhage et al. 2021; random matrices of these shapes score about 1/sqrt(d_model)). An induction circuit "
+            "shows up as a high K-composition score from the previous-token head into the induction head.",
+        ))
+    pd.DataFrame(rows).to_csv(out / "composition_scores.csv", index=False)
+    return views
+
+
+def copying_section(model: HookedTransformer, out: Path) -> list[vis.View]:
+    scores = copying_scores(model)
+    pd.DataFrame(scores.numpy(), columns=[f"head {h}" for h in range(model.cfg.n_heads)]).rename_axis("layer").to_csv(out / "ov_copying_scores.csv")
+    view = vis.layer_head_heatmap(scores, title="OV copying scores", value_name="copying score")
+    return [_explained(
+        view,
+        "For each head, the real part of the eigenvalues of its full OV circuit W_E W_V W_O W_U relative to their "
+        "size (1 = the head writes the logit of the very token it attends to). Induction heads copy, so they "
+        "should score near 1.",
+    )]
+
+
+def logit_lens_section(model: HookedTransformer, tokens: torch.Tensor, str_tokens: list[str], out: Path) -> list[vis.View]:
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: "resid" in name or "ln_final" in name)
+    lens = cache.logit_lens()
+    probs = lens.logits[:, 0].float().softmax(-1)  # [stream pos d_vocab]
+    next_tokens = tokens[0, 1:]
+    correct = probs[:, :-1].gather(-1, next_tokens[None, :, None].expand(probs.shape[0], -1, 1))[..., 0]
+    frame = pd.DataFrame(correct.numpy(), index=lens.labels, columns=[f"{i}:{t}" for i, t in enumerate(str_tokens[:-1])])
+    frame.to_csv(out / "logit_lens.csv")
+    view = vis.heatmap(correct, x_labels=str_tokens[:-1], y_labels=lens.labels, x_title="pos", y_title="residual stream",
+                       title="Logit lens: probability of the true next token", value_name="probability", zmin=0.0, zmax=1.0)
+    return [_explained(
+        view,
+        "Each row unembeds the residual stream after a layer (with the final LayerNorm applied) and shows the "
+        "probability it gives the token that actually comes next. In the repeated half, the probability should "
+        "jump only after the layer that holds the induction head.",
+    )]

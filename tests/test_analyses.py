@@ -1,0 +1,50 @@
+"""The research scripts in analyses/ run on the embedded models and find what they claim to find."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ANALYSES = Path(__file__).parent.parent / "analyses"
+
+
+def run_script(name: str, out: Path) -> dict:
+    spec = importlib.util.spec_from_file_location(name, ANALYSES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(["--out", str(out)])
+
+
+@pytest.mark.slow
+def test_induction_heads(tmp_path):
+    result = run_script("induction_heads", tmp_path)
+    assert result["previous_token_head"].startswith("L0") and result["previous_token_score"] > 0.7
+    assert result["induction_head"].startswith("L1") and result["induction_score"] > 0.7
+    assert result["k_composition_of_pair"] > 1.5 * result["k_composition_random_baseline"], "K-composition should stand out"
+    assert (tmp_path / "k_composition.csv").exists()
+
+
+@pytest.mark.slow
+def test_induction_circuits(tmp_path):
+    result = run_script("induction_circuits", tmp_path)
+    assert result["induction_head_copying_score"] > 0.9
+    assert result["induction_head_ov_top1_is_same_token"] > 0.8
+
+
+@pytest.mark.slow
+def test_modadd_fourier(tmp_path):
+    result = run_script("modadd_fourier", tmp_path)
+    assert result["accuracy_all_pairs"] > 0.99
+    assert result["embedding_share_in_key_frequencies"] > 0.8
+    assert len(result["key_frequencies"]) == 6
+
+
+@pytest.mark.slow
+def test_ioi_patching(tmp_path):
+    result = run_script("ioi_patching", tmp_path)
+    assert result["clean_logit_diff"] > 2 and result["corrupted_logit_diff"] < -2
+    assert result["attribution_vs_activation_correlation"] > 0.7
+    assert result["heads_by_path_to_logits (name movers)"][0][0].startswith("L2"), "name movers sit in the last layer"
+    assert {path.name for path in tmp_path.glob("*.csv")} == {"resid_pre.csv", "head_out.csv", "path_heads_to_logits.csv"}

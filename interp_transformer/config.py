@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "relu", "silu")
-NORMALIZATION_TYPES = ("LN", "LNPre", None)
-POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer")
+NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
+POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary")
 DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -28,6 +28,12 @@ class TransformerConfig:
 
     ``positional_embedding_type="shortformer"`` adds the positional embedding only to the
     query and key inputs of each attention layer (after ``ln1``), never to the residual stream.
+    ``"rotary"`` rotates the first ``rotary_dim`` (default ``d_head``) dimensions of each query
+    and key by position (base ``rotary_base``, halves rotated together as in Llama/GPT-NeoX);
+    there is no ``W_pos`` then. ``normalization_type="RMS"`` is RMSNorm (weight, no bias, no
+    centring); ``gated_mlp`` computes ``act(x W_gate) * (x W_in + b_in)`` before ``W_out``;
+    ``n_key_value_heads`` (grouped-query attention) gives ``W_K``/``W_V`` fewer heads, each shared
+    by ``n_heads / n_key_value_heads`` query heads.
 
     Fields left as None are derived in ``__post_init__``: ``d_vocab_out`` from
     ``d_vocab``, ``attn_scale`` from ``d_head``. ``d_model`` must equal
@@ -59,6 +65,10 @@ class TransformerConfig:
     model_name: str = "custom"
     tokenizer_name: str | None = None
     original_architecture: str | None = None
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
+    gated_mlp: bool = False
+    n_key_value_heads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.dtype, str):
@@ -71,6 +81,8 @@ class TransformerConfig:
             object.__setattr__(self, "d_vocab_out", self.d_vocab)
         if self.attn_scale is None:
             object.__setattr__(self, "attn_scale", math.sqrt(self.d_head))
+        if self.positional_embedding_type == "rotary" and self.rotary_dim is None:
+            object.__setattr__(self, "rotary_dim", self.d_head)
         if self.attn_only and self.d_mlp is not None:
             object.__setattr__(self, "d_mlp", None)
         self._validate()
@@ -102,6 +114,18 @@ class TransformerConfig:
             )
         if self.dtype not in DTYPES.values():
             raise ValueError(f"dtype {self.dtype} is not supported; use one of {sorted(DTYPES)}")
+        if self.positional_embedding_type == "rotary" and (
+            not isinstance(self.rotary_dim, int) or not 0 < self.rotary_dim <= self.d_head or self.rotary_dim % 2
+        ):
+            raise ValueError(f"rotary_dim must be an even int in (0, d_head={self.d_head}], got {self.rotary_dim!r}")
+        if self.n_key_value_heads is not None and (
+            not isinstance(self.n_key_value_heads, int) or self.n_key_value_heads <= 0 or self.n_heads % self.n_key_value_heads
+        ):
+            raise ValueError(
+                f"n_key_value_heads must be a positive int dividing n_heads={self.n_heads}, got {self.n_key_value_heads!r}"
+            )
+        if self.n_key_value_heads not in (None, self.n_heads) and self.use_split_qkv_input:
+            raise ValueError("use_split_qkv_input is not supported with grouped-query attention (n_key_value_heads < n_heads)")
         if self.layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
         if self.init_range <= 0:

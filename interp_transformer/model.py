@@ -15,6 +15,7 @@ from interp_transformer.components.attention import attention_allowed
 from interp_transformer.components.block import TransformerBlock
 from interp_transformer.components.embed import Embed, PosEmbed
 from interp_transformer.components.layer_norm import make_layer_norm
+from interp_transformer.components.kv_cache import KeyValueCache
 from interp_transformer.components.unembed import Unembed
 from interp_transformer.config import TransformerConfig
 from interp_transformer.hooks import HookedModule, HookPoint
@@ -48,8 +49,9 @@ class HookedTransformer(StackedWeights, HookedModule):
         self.cfg = cfg
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch pos d_model]
-        self.pos_embed = PosEmbed(cfg)
-        self.hook_pos_embed = HookPoint()  # [batch pos d_model]
+        if cfg.positional_embedding_type != "rotary":  # rotary positions live in the attention layers
+            self.pos_embed = PosEmbed(cfg)
+            self.hook_pos_embed = HookPoint()  # [batch pos d_model]
         self.blocks = nn.ModuleList(TransformerBlock(cfg, layer) for layer in range(cfg.n_layers))
         self.ln_final = make_layer_norm(cfg) or nn.Identity()
         self.unembed = Unembed(cfg)
@@ -82,6 +84,17 @@ class HookedTransformer(StackedWeights, HookedModule):
     @property
     def device(self) -> torch.device:
         return self.embed.W_E.device
+
+    def _apply(self, fn, recurse: bool = True):
+        """After ``to(dtype)``, ``half()``, ``bfloat16()`` …, make ``cfg.dtype`` (here and in every component) say so."""
+        result = super()._apply(fn, recurse)
+        dtype = self.embed.W_E.dtype
+        if dtype != self.cfg.dtype:
+            cfg = self.cfg.replace(dtype=dtype)
+            for module in self.modules():
+                if isinstance(getattr(module, "cfg", None), TransformerConfig):
+                    module.cfg = cfg
+        return result
 
     # ---------------------------------------------------------------- tokenizer
     def set_tokenizer(self, tokenizer: "PreTrainedTokenizerBase") -> None:
@@ -157,6 +170,7 @@ class HookedTransformer(StackedWeights, HookedModule):
         start_at_layer: int | None = None,
         stop_at_layer: int | None = None,
         tokens: Int[Tensor, "batch pos"] | None = None,
+        past_kv_cache: KeyValueCache | None = None,
     ) -> Any:
         """Run the model.
 
@@ -166,23 +180,37 @@ class HookedTransformer(StackedWeights, HookedModule):
         ``return_type`` is ``"logits"``, ``"loss"``, ``"both"`` (a ``LogitsAndLoss``) or None.
         With ``stop_at_layer`` the residual stream entering that block is returned
         instead and later blocks never run.
+
+        With ``past_kv_cache`` (a ``KeyValueCache``), the tokens continue the cached sequence:
+        they attend to the cached keys and values, their positions follow the cached ones
+        (counting real tokens only, so left padding is skipped), and the cache grows by them.
+        ``attention_mask`` then covers the new tokens only.
         """
         if return_type not in RETURN_TYPES:
             raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
         start, stop = self._layer_range(start_at_layer, stop_at_layer)
+        if past_kv_cache is not None and (start_at_layer is not None or stop_at_layer is not None):
+            raise ValueError("past_kv_cache needs the whole model to run: it cannot be combined with start_at_layer or stop_at_layer")
+        key_mask, past_len = None, 0
         if start_at_layer is None:
             tokens, attention_mask = self._prepare_tokens(input, prepend_bos, padding_side, attention_mask)
-            attention_mask = self._check_attention_mask(attention_mask, tokens.shape)
-            residual, shortformer_pos = self._embed(tokens, attention_mask)
+            attention_mask = key_mask = self._check_attention_mask(attention_mask, tokens.shape)
+            if past_kv_cache is not None:
+                past_len = self._check_past_kv_cache(past_kv_cache, tokens.shape[1])
+                key_mask = past_kv_cache.extend_attention_mask(attention_mask, tokens.shape[0], tokens.shape[1])
+            residual, shortformer_pos = self._embed(tokens, key_mask, past_len)
         else:
             residual = self._check_residual(input)
             if tokens is not None:
                 tokens = self._check_tokens(tokens)
-            attention_mask = self._check_attention_mask(attention_mask, residual.shape[:2])
+            attention_mask = key_mask = self._check_attention_mask(attention_mask, residual.shape[:2])
             shortformer_pos = self._shortformer_pos_for(residual, attention_mask)
-        allowed = attention_allowed(residual.shape[1], residual.shape[1], attention_mask, residual.device)
+        query_len = residual.shape[1]
+        allowed = attention_allowed(query_len, past_len + query_len, key_mask, residual.device)
+        positions = token_positions(residual.shape[0], query_len, past_len, key_mask, residual.device)
+        entries = past_kv_cache.entries if past_kv_cache is not None else [None] * self.cfg.n_layers
         for block in self.blocks[start:stop]:
-            residual = block(residual, allowed, shortformer_pos)
+            residual = block(residual, allowed, shortformer_pos, entries[block.layer], positions)
         if stop_at_layer is not None:
             return residual
         if return_type in ("loss", "both") and tokens is None:
@@ -203,11 +231,16 @@ class HookedTransformer(StackedWeights, HookedModule):
         return self._embed(tokens, attention_mask)[0]
 
     def _embed(
-        self, tokens: Tensor, attention_mask: Tensor | None
+        self, tokens: Tensor, attention_mask: Tensor | None, past_len: int = 0
     ) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_model"] | None]:
-        """Residual stream entering block 0, and the positional embedding when it goes to attention instead."""
+        """Residual stream entering block 0, and the positional embedding when it goes to attention instead.
+
+        ``attention_mask`` covers the ``past_len`` cached positions too, when there are any.
+        """
         embed = self.hook_embed(self.embed(tokens))
-        pos_embed = self.hook_pos_embed(self.pos_embed(tokens, attention_mask=attention_mask))
+        if self.cfg.positional_embedding_type == "rotary":
+            return embed, None
+        pos_embed = self.hook_pos_embed(self.pos_embed(tokens, past_len, attention_mask))
         if self.cfg.positional_embedding_type == "shortformer":
             return embed, pos_embed
         return embed + pos_embed, None
@@ -275,6 +308,18 @@ class HookedTransformer(StackedWeights, HookedModule):
             raise ValueError("attention_mask has a row with no real tokens; every prompt needs at least one")
         return mask.to(self.device, torch.long)
 
+    def _check_past_kv_cache(self, cache: KeyValueCache, new_len: int) -> int:
+        if not isinstance(cache, KeyValueCache):
+            raise TypeError(f"past_kv_cache must be a KeyValueCache, got {type(cache).__name__}")
+        if len(cache.entries) != self.cfg.n_layers:
+            raise ValueError(f"past_kv_cache has {len(cache.entries)} layers, the model has {self.cfg.n_layers}")
+        past_len = len(cache)
+        if past_len + new_len > self.cfg.n_ctx:
+            raise ValueError(
+                f"{past_len} cached + {new_len} new positions exceed the model's context n_ctx={self.cfg.n_ctx}"
+            )
+        return past_len
+
     def _layer_range(self, start: int | None, stop: int | None) -> tuple[int, int]:
         n = self.cfg.n_layers
         for name, value in (("start_at_layer", start), ("stop_at_layer", stop)):
@@ -282,19 +327,60 @@ class HookedTransformer(StackedWeights, HookedModule):
                 raise ValueError(f"{name}={value} is out of range for a model with {n} layers (use -{n}..{n})")
         return range(n)[slice(start, stop)].start, range(n)[slice(start, stop)].stop
 
+    # -------------------------------------------------------------- generation
+    def generate(
+        self,
+        input: ModelInput,
+        max_new_tokens: int = 10,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop_at_eos: bool = True,
+        use_past_kv_cache: bool = True,
+        **kwargs: Any,
+    ) -> Int[Tensor, "batch pos"]:
+        """Prompt plus sampled tokens ``[batch pos]`` (``temperature=0`` is greedy); see ``generation.generate``."""
+        from interp_transformer.generation import generate
+
+        return generate(self, input, max_new_tokens, temperature, top_k, top_p, stop_at_eos, use_past_kv_cache, **kwargs)
+
     # ------------------------------------------------------------ persistence
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedTransformer":
-        """Load a supported model by hub name, embedded-model name or local directory (see ``loading``)."""
+        """Load a supported model by hub name, embedded-model name or local directory.
+
+        Weights are used as stored unless processing is asked for (``fold_ln``,
+        ``center_writing_weights``, ``center_unembed``, ``fold_value_biases``,
+        ``refactor_factored_attn_matrices``; all default False, unlike TransformerLens).
+        Also ``dtype=`` and ``device=``. See ``loading.pretrained.load_pretrained``.
+        """
         from interp_transformer.loading import load_pretrained
 
         return load_pretrained(name_or_path, **kwargs)
+
+    @classmethod
+    def from_pretrained_no_processing(
+        cls, name_or_path: str | Path, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
+    ) -> "HookedTransformer":
+        """Weights exactly as stored. Same as our ``from_pretrained`` default; named for TransformerLens users."""
+        from interp_transformer.loading import load_pretrained
+
+        return load_pretrained(name_or_path, dtype=dtype, device=device)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write weights (safetensors), config and checksums; ``from_pretrained(directory)`` reads them back."""
         from interp_transformer.loading.native import save_native
 
         return save_native(self, directory)
+
+
+def token_positions(
+    batch: int, query_len: int, past_len: int, key_mask: Int[Tensor, "batch key_pos"] | None, device: torch.device
+) -> Int[Tensor, "batch pos"]:
+    """Each new token's position: counting real tokens only when there is padding, after ``past_len`` cached ones."""
+    if key_mask is None:
+        return torch.arange(past_len, past_len + query_len, device=device).expand(batch, query_len)
+    return (key_mask.cumsum(-1) - 1).clamp(min=0)[:, -query_len:]
 
 
 def lm_cross_entropy_loss(

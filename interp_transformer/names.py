@@ -5,6 +5,7 @@ Dimension words (the one vocabulary used across the package):
 - ``batch``: prompts in a batch.
 - ``pos``: token positions; ``query_pos`` / ``key_pos`` on the two sides of attention.
 - ``head_index``: attention heads of one layer; ``d_head`` the width of one head.
+- ``kv_head_index``: key/value heads under grouped-query attention (each shared by several query heads).
 - ``d_model``: the residual stream width; ``d_mlp`` the MLP hidden width.
 - ``d_vocab``: vocabulary size; ``layer`` a block index; ``component`` a residual-stream term.
 - ``1``: a kept singleton axis (LayerNorm scales).
@@ -25,6 +26,8 @@ MLP = ("batch", "pos", "d_mlp")
 SPLIT = ("batch", "pos", "head_index", "d_model")
 SCALE = ("batch", "pos", 1)
 SPLIT_SCALE = ("batch", "pos", "head_index", 1)
+KV_HEADS = ("batch", "pos", "kv_head_index", "d_head")  # keys and values under grouped-query attention
+KV_HOOKS = frozenset({"attn.hook_k", "attn.hook_v", "attn.hook_rot_k"})
 
 # Per-block hook names in forward order, each with its shape and the config switch it needs.
 # The switch is a predicate name evaluated by ``_block_hook_enabled``.
@@ -38,6 +41,8 @@ BLOCK_HOOKS: tuple[tuple[str, tuple, str], ...] = (
     ("attn.hook_q", HEADS, "always"),
     ("attn.hook_k", HEADS, "always"),
     ("attn.hook_v", HEADS, "always"),
+    ("attn.hook_rot_q", HEADS, "rotary"),
+    ("attn.hook_rot_k", HEADS, "rotary"),
     ("attn.hook_attn_scores", ATTN, "always"),
     ("attn.hook_pattern", ATTN, "always"),
     ("attn.hook_z", HEADS, "always"),
@@ -48,6 +53,7 @@ BLOCK_HOOKS: tuple[tuple[str, tuple, str], ...] = (
     ("ln2.hook_scale", SCALE, "mlp_ln_scale"),
     ("ln2.hook_normalized", RESID, "mlp_ln"),
     ("mlp.hook_pre", MLP, "mlp"),
+    ("mlp.hook_pre_linear", MLP, "gated_mlp"),
     ("mlp.hook_post", MLP, "mlp"),
     ("hook_mlp_out", RESID, "mlp"),
     ("hook_resid_post", RESID, "always"),
@@ -66,6 +72,8 @@ def _block_hook_enabled(switch: str, cfg: "TransformerConfig") -> bool:
         "ln_scale": has_ln,
         "attn_result": cfg.use_attn_result,
         "mlp": has_mlp,
+        "rotary": cfg.positional_embedding_type == "rotary",
+        "gated_mlp": has_mlp and cfg.gated_mlp,
         "mlp_in": has_mlp and cfg.use_hook_mlp_in,
         "mlp_ln": has_mlp and has_ln,
         "mlp_ln_scale": has_mlp and has_ln,
@@ -74,12 +82,15 @@ def _block_hook_enabled(switch: str, cfg: "TransformerConfig") -> bool:
 
 def hook_shapes(cfg: "TransformerConfig") -> dict[str, tuple]:
     """Every hook name a model with this config has, in forward order, mapped to its dimension words."""
-    shapes = dict(TOP_HOOKS_BEFORE)
+    shapes = dict(TOP_HOOKS_BEFORE[:1] if cfg.positional_embedding_type == "rotary" else TOP_HOOKS_BEFORE)
+    grouped = cfg.n_key_value_heads not in (None, cfg.n_heads)
     for layer in range(cfg.n_layers):
         for name, dims, switch in BLOCK_HOOKS:
             if _block_hook_enabled(switch, cfg):
                 if cfg.use_split_qkv_input and name.startswith("ln1."):
                     dims = SPLIT_SCALE if dims == SCALE else SPLIT
+                if grouped and name in KV_HOOKS:
+                    dims = KV_HEADS
                 shapes[f"blocks.{layer}.{name}"] = dims
     for name, dims, switch in TOP_HOOKS_AFTER:
         if _block_hook_enabled(switch, cfg):
@@ -95,6 +106,7 @@ def concrete_shape(dims: tuple, cfg: "TransformerConfig", batch: int, pos: int) 
         "query_pos": pos,
         "key_pos": pos,
         "head_index": cfg.n_heads,
+        "kv_head_index": cfg.n_key_value_heads or cfg.n_heads,
         "d_head": cfg.d_head,
         "d_model": cfg.d_model,
         "d_mlp": cfg.d_mlp,

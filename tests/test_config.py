@@ -63,8 +63,10 @@ def test_d_model_mismatch_allowed_when_asked_and_the_model_runs():
     "overrides, pattern",
     [
         (dict(act_fn="swish"), r"act_fn 'swish' is not supported; use one of \['gelu_new', 'gelu', 'gelu_fast', 'relu', 'silu'\]"),
-        (dict(normalization_type="RMS"), r"normalization_type 'RMS' is not supported; use one of \['LN', 'LNPre', None\]"),
-        (dict(positional_embedding_type="rotary"), r"positional_embedding_type 'rotary' is not supported"),
+        (dict(normalization_type="BatchNorm"), r"normalization_type 'BatchNorm' is not supported; use one of \['LN', 'LNPre', 'RMS', 'RMSPre', None\]"),
+        (dict(positional_embedding_type="alibi"), r"positional_embedding_type 'alibi' is not supported"),
+        (dict(positional_embedding_type="rotary", rotary_dim=3), r"rotary_dim must be an even int"),
+        (dict(n_key_value_heads=3), r"n_key_value_heads must be a positive int dividing n_heads"),
         (dict(dtype="float8"), r"dtype 'float8' is not supported; use one of \['bfloat16', 'float16', 'float32', 'float64'\]"),
         (dict(n_layers=0), r"n_layers must be a positive int, got 0"),
         (dict(d_vocab=-3), r"d_vocab must be a positive int, got -3"),

@@ -9,6 +9,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from interp_transformer.components.affine import affine
+from interp_transformer.components.kv_cache import KeyValueCacheEntry
 from interp_transformer.config import TransformerConfig
 from interp_transformer.hooks import HookPoint
 
@@ -51,13 +52,15 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg, self.layer = cfg, layer
         n_heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
+        # Grouped-query attention: fewer key/value heads, each shared by n_heads // n_kv_heads query heads.
+        self.n_kv_heads = n_kv_heads = cfg.n_key_value_heads or n_heads
         self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head, dtype=cfg.dtype))
-        self.W_K = nn.Parameter(torch.empty(n_heads, d_model, d_head, dtype=cfg.dtype))
-        self.W_V = nn.Parameter(torch.empty(n_heads, d_model, d_head, dtype=cfg.dtype))
+        self.W_K = nn.Parameter(torch.empty(n_kv_heads, d_model, d_head, dtype=cfg.dtype))
+        self.W_V = nn.Parameter(torch.empty(n_kv_heads, d_model, d_head, dtype=cfg.dtype))
         self.W_O = nn.Parameter(torch.empty(n_heads, d_head, d_model, dtype=cfg.dtype))
         self.b_Q = nn.Parameter(torch.zeros(n_heads, d_head, dtype=cfg.dtype))
-        self.b_K = nn.Parameter(torch.zeros(n_heads, d_head, dtype=cfg.dtype))
-        self.b_V = nn.Parameter(torch.zeros(n_heads, d_head, dtype=cfg.dtype))
+        self.b_K = nn.Parameter(torch.zeros(n_kv_heads, d_head, dtype=cfg.dtype))
+        self.b_V = nn.Parameter(torch.zeros(n_kv_heads, d_head, dtype=cfg.dtype))
         self.b_O = nn.Parameter(torch.zeros(d_model, dtype=cfg.dtype))
         self.hook_q = HookPoint()  # [batch pos head_index d_head]
         self.hook_k = HookPoint()  # [batch pos head_index d_head]
@@ -73,7 +76,14 @@ class Attention(nn.Module):
         key_input: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head_index d_model"],
         value_input: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head_index d_model"],
         allowed: Bool[Tensor, "batch 1 query_pos key_pos"] | None = None,
+        past_kv_cache_entry: KeyValueCacheEntry | None = None,
+        positions: Int[Tensor, "batch pos"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
+        """Attend from the input positions to themselves and, with ``past_kv_cache_entry``, to the cached ones.
+
+        With a cache, ``allowed`` covers ``[query_pos = new positions, key_pos = cached + new]``.
+        ``positions`` (each token's position, padding skipped) is read by rotary variants only.
+        """
         if query_input is key_input is value_input and query_input.ndim == 3:
             q, k, v = self._project_qkv(query_input)
         else:
@@ -81,6 +91,11 @@ class Attention(nn.Module):
             k = self._project(key_input, self.W_K, self.b_K)
             v = self._project(value_input, self.W_V, self.b_V)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        q, k = self.position_queries_and_keys(q, k, positions)
+        if past_kv_cache_entry is not None:  # keys are cached after rotation, so old ones are never re-rotated
+            k, v = past_kv_cache_entry.append(k, v)
+        if self.n_kv_heads != self.cfg.n_heads:
+            k, v = (x.repeat_interleave(self.cfg.n_heads // self.n_kv_heads, dim=2) for x in (k, v))
         if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
             z = self._attend_with_pattern(q, k, v, allowed)
         else:
@@ -105,9 +120,16 @@ class Attention(nn.Module):
         """
         weight = torch.cat([W.permute(1, 0, 2) for W in (self.W_Q, self.W_K, self.W_V)], dim=1)  # [d_model, 3*head_index, d_head]
         bias = torch.cat([self.b_Q, self.b_K, self.b_V])  # [3*head_index, d_head]
-        qkv = affine(x, weight.flatten(1), bias.flatten()).unflatten(-1, (3, self.cfg.n_heads, self.cfg.d_head))
-        # Three select()s, not unbind(): autograd refuses in-place edits (patching hooks) of unbind's views.
-        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        qkv = affine(x, weight.flatten(1), bias.flatten()).unflatten(-1, (-1, self.cfg.d_head))
+        # Slices, not unbind()/split(): autograd refuses in-place edits (patching hooks) of multi-output views.
+        n_q, n_kv = self.cfg.n_heads, self.n_kv_heads
+        return qkv[:, :, :n_q], qkv[:, :, n_q : n_q + n_kv], qkv[:, :, n_q + n_kv :]
+
+    def position_queries_and_keys(
+        self, q: Float[Tensor, "batch pos head_index d_head"], k: Float[Tensor, "batch pos head_index d_head"], positions: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Where positions enter q and k: nowhere here (they are in the residual stream); rotary variants rotate."""
+        return q, k
 
     @staticmethod
     def _project(x: Tensor, weight: Tensor, bias: Tensor) -> Float[Tensor, "batch pos head_index d_head"]:

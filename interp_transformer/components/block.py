@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import einops
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from interp_transformer.components.attention import Attention
+from interp_transformer.components.kv_cache import KeyValueCacheEntry
 from interp_transformer.components.layer_norm import make_layer_norm
-from interp_transformer.components.mlp import MLP
+from interp_transformer.components.mlp import make_mlp
+from interp_transformer.components.rotary import make_attention
 from interp_transformer.config import TransformerConfig
 from interp_transformer.hooks import HookPoint
 
@@ -25,14 +26,14 @@ class TransformerBlock(nn.Module):
             self.hook_k_input = HookPoint()
             self.hook_v_input = HookPoint()
         self.ln1 = make_layer_norm(cfg) or nn.Identity()
-        self.attn = Attention(cfg, layer)
+        self.attn = make_attention(cfg, layer)
         self.hook_attn_out = HookPoint()  # [batch pos d_model]
         if not cfg.attn_only:
             self.hook_resid_mid = HookPoint()
             if cfg.use_hook_mlp_in:
                 self.hook_mlp_in = HookPoint()
             self.ln2 = make_layer_norm(cfg) or nn.Identity()
-            self.mlp = MLP(cfg)
+            self.mlp = make_mlp(cfg)
             self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()  # [batch pos d_model]
 
@@ -41,6 +42,8 @@ class TransformerBlock(nn.Module):
         resid_pre: Float[Tensor, "batch pos d_model"],
         allowed: Bool[Tensor, "batch 1 query_pos key_pos"] | None = None,
         shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
+        past_kv_cache_entry: KeyValueCacheEntry | None = None,
+        positions: Int[Tensor, "batch pos"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid_pre)
         if self.cfg.use_split_qkv_input:
@@ -51,7 +54,7 @@ class TransformerBlock(nn.Module):
         if shortformer_pos_embed is not None:  # positions steer where heads look, never what they move
             pos = shortformer_pos_embed.unsqueeze(-2) if q_in.ndim == 4 else shortformer_pos_embed
             q_in = k_in = q_in + pos
-        attn_out = self.attn(q_in, k_in, v_in, allowed)
+        attn_out = self.attn(q_in, k_in, v_in, allowed, past_kv_cache_entry, positions)
         attn_out = self.hook_attn_out(attn_out)
         if self.cfg.attn_only:
             return self.hook_resid_post(resid_pre + attn_out)

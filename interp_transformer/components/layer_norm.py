@@ -62,8 +62,7 @@ class LayerNorm(LayerNormPre):
 
 def make_layer_norm(cfg: TransformerConfig) -> nn.Module | None:
     """The normalisation module the config asks for (None when the model has none)."""
-    if cfg.normalization_type == "LN":
-        return LayerNorm(cfg)
-    if cfg.normalization_type == "LNPre":
-        return LayerNormPre(cfg)
-    return None
+    from interp_transformer.components.rms_norm import RMSNorm, RMSNormPre
+
+    variants = {"LN": LayerNorm, "LNPre": LayerNormPre, "RMS": RMSNorm, "RMSPre": RMSNormPre}
+    return variants[cfg.normalization_type](cfg) if cfg.normalization_type is not None else None

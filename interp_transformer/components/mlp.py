@@ -51,3 +51,27 @@ class MLP(nn.Module):
         pre = self.hook_pre(affine(x, self.W_in, self.b_in))
         post = self.hook_post(self.act_fn(pre))
         return affine(post, self.W_out, self.b_out)  # "batch pos d_mlp, d_mlp d_model -> batch pos d_model"
+
+
+class GatedMLP(MLP):
+    """Llama's gated MLP: ``post = act(x @ W_gate) * (x @ W_in + b_in)``; ``out = post @ W_out + b_out``.
+
+    Hooks follow TransformerLens: ``hook_pre`` is the gate's pre-activation ``x @ W_gate``,
+    ``hook_pre_linear`` the ungated branch ``x @ W_in + b_in``, ``hook_post`` their product.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__(cfg)
+        self.W_gate = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
+        self.hook_pre_linear = HookPoint()  # [batch pos d_mlp]
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        pre = self.hook_pre(x @ self.W_gate)  # einsum("batch pos d_model, d_model d_mlp -> batch pos d_mlp")
+        pre_linear = self.hook_pre_linear(affine(x, self.W_in, self.b_in))
+        post = self.hook_post(self.act_fn(pre) * pre_linear)
+        return affine(post, self.W_out, self.b_out)
+
+
+def make_mlp(cfg: TransformerConfig) -> MLP:
+    """The MLP variant the config asks for."""
+    return GatedMLP(cfg) if cfg.gated_mlp else MLP(cfg)

@@ -11,6 +11,7 @@ from interp_transformer.config import DTYPES
 from interp_transformer.loading.architectures import converter_for, hub_names
 from interp_transformer.loading.hf_files import read_hf_config, read_hf_weights
 from interp_transformer.loading.native import is_native, load_native
+from interp_transformer.loading.processing import process_weights
 from interp_transformer.toy.registry import embedded_models
 
 if TYPE_CHECKING:
@@ -29,8 +30,22 @@ def load_pretrained(
     name_or_path: str | Path,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
+    fold_ln: bool = False,
+    center_writing_weights: bool = False,
+    center_unembed: bool = False,
+    fold_value_biases: bool = False,
+    refactor_factored_attn_matrices: bool = False,
 ) -> "HookedTransformer":
-    """Load a model with its tokenizer. Weights are used as stored (no LayerNorm folding or centring)."""
+    """Load a model with its tokenizer.
+
+    By default the weights are used exactly as stored: no LayerNorm folding, no centring, no
+    bias folding, so parameters and activations are those of the original checkpoint. This
+    differs from TransformerLens, whose ``from_pretrained`` folds and centres by default (its
+    ``from_pretrained_no_processing`` matches ours). Each processing option is a step of
+    ``loading.processing`` (see there); all preserve log-probabilities. Pass
+    ``fold_ln=center_writing_weights=center_unembed=fold_value_biases=True`` to get
+    TransformerLens's default weights. Processing happens in float32 before any ``dtype`` cast.
+    """
     from interp_transformer.model import HookedTransformer
 
     directory, name = resolve_model_dir(name_or_path)
@@ -41,6 +56,13 @@ def load_pretrained(
         converter = converter_for(hf_config)
         cfg = converter.convert_config(hf_config, name)
         state = converter.convert_weights(read_hf_weights(directory), cfg)
+    if fold_ln or center_writing_weights or center_unembed or fold_value_biases or refactor_factored_attn_matrices:
+        # Half-precision checkpoints are processed in float32: folding sums d_model products.
+        state = {key: value.float() if value.dtype in (torch.float16, torch.bfloat16) else value for key, value in state.items()}
+    state, cfg = process_weights(
+        state, cfg, fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=center_unembed,
+        fold_value_biases=fold_value_biases, refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+    )
     if dtype is not None:
         cfg = cfg.replace(dtype=DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
     model = HookedTransformer(cfg, tokenizer=load_tokenizer(directory), init_weights=False)

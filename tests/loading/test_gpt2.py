@@ -251,7 +251,7 @@ def test_unsupported_activation_is_refused(make_hf_gpt2):
 
 def test_unsupported_architecture_is_refused(make_hf_gpt2):
     _, directory = make_hf_gpt2()
-    edit_config(directory, architectures=["LlamaForCausalLM"])
+    edit_config(directory, architectures=["BertForMaskedLM"])
     with pytest.raises(ValueError, match="GPT2LMHeadModel"):
         HookedTransformer.from_pretrained(directory)
 

@@ -112,9 +112,9 @@ def test_unknown_format_version_is_refused(saved):
 def test_unknown_config_field_in_the_manifest_is_refused(saved):
     _, directory = saved
     manifest = json.loads((directory / CONFIG_FILE).read_text())
-    manifest["config"]["rotary_dim"] = 8
+    manifest["config"]["alibi_bias_max"] = 8
     (directory / CONFIG_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="rotary_dim"):
+    with pytest.raises(ValueError, match="alibi_bias_max"):
         HookedTransformer.from_pretrained(directory)
 
 

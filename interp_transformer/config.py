@@ -14,6 +14,7 @@ import torch
 ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "relu", "silu")
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
 POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary")
+ATTN_TYPES = ("global", "local")
 DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -34,6 +35,11 @@ class TransformerConfig:
     centring); ``gated_mlp`` computes ``act(x W_gate) * (x W_in + b_in)`` before ``W_out``;
     ``n_key_value_heads`` (grouped-query attention) gives ``W_K``/``W_V`` fewer heads, each shared
     by ``n_heads / n_key_value_heads`` query heads.
+
+    ``parallel_attn_mlp`` (GPT-NeoX, GPT-J) makes each block's attention and MLP both read
+    ``resid_pre`` (through ``ln1`` and ``ln2``), with ``resid_post = resid_pre + attn_out + mlp_out``
+    and no ``resid_mid``. ``attn_types`` (GPT-Neo) names each layer's attention ``"global"`` (full
+    causal) or ``"local"`` (each query sees only the last ``window_size`` positions, itself included).
 
     Fields left as None are derived in ``__post_init__``: ``d_vocab_out`` from
     ``d_vocab``, ``attn_scale`` from ``d_head``. ``d_model`` must equal
@@ -69,6 +75,9 @@ class TransformerConfig:
     rotary_base: float = 10000.0
     gated_mlp: bool = False
     n_key_value_heads: int | None = None
+    parallel_attn_mlp: bool = False
+    attn_types: tuple[str, ...] | None = None
+    window_size: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.dtype, str):
@@ -83,6 +92,8 @@ class TransformerConfig:
             object.__setattr__(self, "attn_scale", math.sqrt(self.d_head))
         if self.positional_embedding_type == "rotary" and self.rotary_dim is None:
             object.__setattr__(self, "rotary_dim", self.d_head)
+        if self.attn_types is not None:  # lists arrive from JSON; a frozen config keeps a tuple
+            object.__setattr__(self, "attn_types", tuple(self.attn_types))
         if self.attn_only and self.d_mlp is not None:
             object.__setattr__(self, "d_mlp", None)
         self._validate()
@@ -126,6 +137,15 @@ class TransformerConfig:
             )
         if self.n_key_value_heads not in (None, self.n_heads) and self.use_split_qkv_input:
             raise ValueError("use_split_qkv_input is not supported with grouped-query attention (n_key_value_heads < n_heads)")
+        if self.parallel_attn_mlp and self.attn_only:
+            raise ValueError("parallel_attn_mlp needs an MLP to run beside attention; it cannot be combined with attn_only=True")
+        if self.attn_types is not None:
+            if len(self.attn_types) != self.n_layers or any(kind not in ATTN_TYPES for kind in self.attn_types):
+                raise ValueError(
+                    f"attn_types must name one of {list(ATTN_TYPES)} for each of the {self.n_layers} layers, got {list(self.attn_types)}"
+                )
+            if "local" in self.attn_types and (not isinstance(self.window_size, int) or self.window_size <= 0):
+                raise ValueError(f"local attention layers need a positive int window_size, got {self.window_size!r}")
         if self.layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
         if self.init_range <= 0:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from interp_transformer import tokenization
 from interp_transformer.components.attention import attention_allowed
-from interp_transformer.components.block import TransformerBlock
+from interp_transformer.components.block import make_block
 from interp_transformer.components.embed import Embed, PosEmbed
 from interp_transformer.components.layer_norm import make_layer_norm
 from interp_transformer.components.kv_cache import KeyValueCache
@@ -52,7 +52,7 @@ class HookedTransformer(StackedWeights, HookedModule):
         if cfg.positional_embedding_type != "rotary":  # rotary positions live in the attention layers
             self.pos_embed = PosEmbed(cfg)
             self.hook_pos_embed = HookPoint()  # [batch pos d_model]
-        self.blocks = nn.ModuleList(TransformerBlock(cfg, layer) for layer in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(make_block(cfg, layer) for layer in range(cfg.n_layers))
         self.ln_final = make_layer_norm(cfg) or nn.Identity()
         self.unembed = Unembed(cfg)
         self.tokenizer = None

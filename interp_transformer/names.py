@@ -48,7 +48,7 @@ BLOCK_HOOKS: tuple[tuple[str, tuple, str], ...] = (
     ("attn.hook_z", HEADS, "always"),
     ("attn.hook_result", SPLIT, "attn_result"),
     ("hook_attn_out", RESID, "always"),
-    ("hook_resid_mid", RESID, "mlp"),
+    ("hook_resid_mid", RESID, "sequential_mlp"),
     ("hook_mlp_in", RESID, "mlp_in"),
     ("ln2.hook_scale", SCALE, "mlp_ln_scale"),
     ("ln2.hook_normalized", RESID, "mlp_ln"),
@@ -72,6 +72,7 @@ def _block_hook_enabled(switch: str, cfg: "TransformerConfig") -> bool:
         "ln_scale": has_ln,
         "attn_result": cfg.use_attn_result,
         "mlp": has_mlp,
+        "sequential_mlp": has_mlp and not cfg.parallel_attn_mlp,  # parallel blocks have no resid_mid
         "rotary": cfg.positional_embedding_type == "rotary",
         "gated_mlp": has_mlp and cfg.gated_mlp,
         "mlp_in": has_mlp and cfg.use_hook_mlp_in,

@@ -166,3 +166,23 @@ def test_fingerprint_is_stable_and_shape_sensitive(cfg):
     assert cfg.fingerprint() == cfg.replace().fingerprint(), "equal configs must fingerprint equally"
     assert len(cfg.fingerprint()) == 16
     assert cfg.fingerprint() != cfg.replace(n_layers=3).fingerprint(), "different shapes must fingerprint differently"
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        (dict(attn_types=("global",)), r"attn_types .* each of the 2 layers"),
+        (dict(attn_types=("global", "sparse")), r"'global', 'local'.*sparse"),
+        (dict(attn_types=("global", "local")), "window_size"),
+        (dict(parallel_attn_mlp=True, attn_only=True), "parallel_attn_mlp"),
+    ],
+)
+def test_local_attention_and_parallel_block_switches_are_validated(cfg, overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        cfg.replace(**overrides)
+
+
+def test_attn_types_from_json_become_a_tuple(cfg):
+    values = json.loads(json.dumps(cfg.replace(attn_types=("global", "local"), window_size=4).to_dict()))
+    restored = TransformerConfig.from_dict(values)
+    assert restored.attn_types == ("global", "local") and hash(restored) == hash(cfg.replace(attn_types=("global", "local"), window_size=4))

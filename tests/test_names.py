@@ -19,6 +19,9 @@ CONFIG_VARIANTS = {
     "hook_mlp_in": dict(use_hook_mlp_in=True),
     "split_qkv_LNPre_attn_only": dict(use_split_qkv_input=True, normalization_type="LNPre", attn_only=True),
     "everything_on_no_norm": dict(use_attn_result=True, use_split_qkv_input=True, use_hook_mlp_in=True, normalization_type=None),
+    "parallel_rotary_partial": dict(parallel_attn_mlp=True, positional_embedding_type="rotary", rotary_dim=2),
+    "parallel_hook_mlp_in_split_qkv": dict(parallel_attn_mlp=True, use_hook_mlp_in=True, use_split_qkv_input=True),
+    "local_attention": dict(attn_types=("local", "global"), window_size=2, attn_scale=1.0),
 }
 
 

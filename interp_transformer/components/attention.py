@@ -39,6 +39,21 @@ def attention_allowed(
     return allowed | (key_pos == query_pos)
 
 
+def restrict_to_window(
+    allowed: Bool[Tensor, "batch 1 query_pos key_pos"] | None, query_len: int, key_len: int, window_size: int, device: torch.device
+) -> Bool[Tensor, "batch 1 query_pos key_pos"]:
+    """``allowed`` (None: plain causal) narrowed to the last ``window_size`` keys of each query, itself included.
+
+    Queries are the last ``query_len`` of ``key_len`` positions, as in ``attention_allowed``, so the
+    window slides correctly over a key/value cache. Windows count sequence slots, padding included,
+    as GPT-Neo's own mask does.
+    """
+    query_pos = torch.arange(key_len - query_len, key_len, device=device)[:, None]
+    key_pos = torch.arange(key_len, device=device)[None, :]
+    in_window = (key_pos <= query_pos) & (key_pos > query_pos - window_size)
+    return in_window[None, None] if allowed is None else allowed & in_window
+
+
 class Attention(nn.Module):
     """Multi-head attention in TransformerLens's parameter layout.
 
@@ -51,6 +66,10 @@ class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig, layer: int | None = None) -> None:
         super().__init__()
         self.cfg, self.layer = cfg, layer
+        # Local (sliding-window) attention is a per-layer property of the mask, so it composes with any
+        # variant (rotary, grouped-query) rather than being one more subclass.
+        is_local = cfg.attn_types is not None and layer is not None and cfg.attn_types[layer] == "local"
+        self.window_size = cfg.window_size if is_local else None
         n_heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
         # Grouped-query attention: fewer key/value heads, each shared by n_heads // n_kv_heads query heads.
         self.n_kv_heads = n_kv_heads = cfg.n_key_value_heads or n_heads
@@ -96,6 +115,8 @@ class Attention(nn.Module):
             k, v = past_kv_cache_entry.append(k, v)
         if self.n_kv_heads != self.cfg.n_heads:
             k, v = (x.repeat_interleave(self.cfg.n_heads // self.n_kv_heads, dim=2) for x in (k, v))
+        if self.window_size is not None:  # both attention paths below read the narrowed mask
+            allowed = restrict_to_window(allowed, q.shape[1], k.shape[1], self.window_size, q.device)
         if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
             z = self._attend_with_pattern(q, k, v, allowed)
         else:

@@ -1,4 +1,4 @@
-"""One transformer block: resid_pre -> attention -> resid_mid -> MLP -> resid_post."""
+"""One transformer block: resid_pre -> attention -> resid_mid -> MLP -> resid_post, or attention and MLP side by side."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ class TransformerBlock(nn.Module):
         self.attn = make_attention(cfg, layer)
         self.hook_attn_out = HookPoint()  # [batch pos d_model]
         if not cfg.attn_only:
-            self.hook_resid_mid = HookPoint()
+            if not cfg.parallel_attn_mlp:
+                self.hook_resid_mid = HookPoint()
             if cfg.use_hook_mlp_in:
                 self.hook_mlp_in = HookPoint()
             self.ln2 = make_layer_norm(cfg) or nn.Identity()
@@ -58,6 +59,10 @@ class TransformerBlock(nn.Module):
         attn_out = self.hook_attn_out(attn_out)
         if self.cfg.attn_only:
             return self.hook_resid_post(resid_pre + attn_out)
+        return self.add_mlp(resid_pre, attn_out)
+
+    def add_mlp(self, resid_pre: Float[Tensor, "batch pos d_model"], attn_out: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """resid_mid = resid_pre + attn_out; resid_post = resid_mid + mlp(ln2(resid_mid))."""
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if self.cfg.use_hook_mlp_in else resid_mid
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
@@ -65,3 +70,21 @@ class TransformerBlock(nn.Module):
 
     def _split(self, hook: HookPoint, resid: Tensor) -> Float[Tensor, "batch pos head_index d_model"]:
         return hook(einops.repeat(resid, "batch pos d_model -> batch pos head_index d_model", head_index=self.cfg.n_heads).clone())
+
+
+class ParallelTransformerBlock(TransformerBlock):
+    """GPT-NeoX / GPT-J block: attention and MLP both read ``resid_pre`` (through ``ln1`` and ``ln2``).
+
+    ``resid_post = resid_pre + attn_out + mlp_out``. There is no ``hook_resid_mid``, as in
+    TransformerLens (whose parallel blocks never fire it); ``hook_mlp_in`` holds ``resid_pre``.
+    """
+
+    def add_mlp(self, resid_pre: Float[Tensor, "batch pos d_model"], attn_out: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        mlp_in = self.hook_mlp_in(resid_pre.clone()) if self.cfg.use_hook_mlp_in else resid_pre
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
+        return self.hook_resid_post(resid_pre + attn_out + mlp_out)
+
+
+def make_block(cfg: TransformerConfig, layer: int) -> TransformerBlock:
+    """The block variant the config asks for."""
+    return ParallelTransformerBlock(cfg, layer) if cfg.parallel_attn_mlp else TransformerBlock(cfg, layer)

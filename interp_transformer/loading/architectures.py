@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from interp_transformer.loading import gpt2, llama
+from interp_transformer.loading import gpt2, gpt_neo, gpt_neox, llama
 
-CONVERTERS: tuple[ModuleType, ...] = (gpt2, llama)
+CONVERTERS: tuple[ModuleType, ...] = (gpt2, gpt_neo, gpt_neox, llama)
 
 
 def converter_for(hf_config: dict[str, Any]) -> ModuleType:

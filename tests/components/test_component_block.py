@@ -127,3 +127,20 @@ def test_split_qkv_edit_changes_only_that_head_and_that_input(cfg):
     # Head 1's keys now come from ln1(0): a zero vector normalises to 0, then LayerNorm adds b.
     expected_k1 = (block.ln1.b @ block.attn.W_K[1] + block.attn.b_K[1]).detach().expand(2, 6, -1)
     torch.testing.assert_close(seen["k"][:, :, 1], expected_k1, msg="head 1's key should be computed from its zeroed input")
+
+
+def test_parallel_block_reads_resid_pre_in_both_branches(cfg):
+    from interp_transformer.components.block import ParallelTransformerBlock, make_block
+
+    cfg = cfg.replace(parallel_attn_mlp=True)
+    block = make_block(cfg, 0)
+    assert isinstance(block, ParallelTransformerBlock) and not hasattr(block, "hook_resid_mid")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in block.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * 0.3 + (1.0 if param.ndim == 1 and param.shape[0] == cfg.d_model else 0.0))
+        x = _x(cfg)
+        ln = lambda module, value: F.layer_norm(value, (cfg.d_model,), module.w, module.b, eps=cfg.layer_norm_eps)
+        normalized = ln(block.ln1, x)
+        expected = x + block.attn(normalized, normalized, normalized) + block.mlp(ln(block.ln2, x))
+        torch.testing.assert_close(block(x), expected, msg="parallel block != x + attn(ln1 x) + mlp(ln2 x)")

@@ -52,7 +52,10 @@ class AttributionPatching:
         axes = normalize_axes(axes)
         missing = [name for name in by_layer.values() if name not in self.gradients]
         if missing:
-            raise KeyError(f"site {site!r} was not attributed; include it in attribution_patching(..., sites=[...]) (have {sorted(self.gradients)[:4]}...)")
+            raise KeyError(
+                f"site {site!r} was not attributed; include it in attribution_patching(..., sites=[...]) "
+                f"(attributed: {sorted(self.gradients)[:4]}...)"
+            )
         dims = activation_dims(self.model, next(iter(by_layer.values())))
         valid = (("layer",) if None not in by_layer else ()) + tuple(d for d in dims[1:] if isinstance(d, str))
         unknown = [axis for axis in axes if axis not in valid]
@@ -118,7 +121,9 @@ def _forward_and_backward(
         value = metric(model(tokens, attention_mask=attention_mask))
         baseline = check_metric_value(value, tokens.shape[0])
         if not value.requires_grad:
-            raise ValueError("the metric's value does not depend on the logits through autograd; compute it with torch ops on the logits")
+            raise ValueError(
+                "the metric's value does not depend on the logits through autograd; compute it with torch ops on the logits"
+            )
         inputs = [activations[name] for name in hook_names]
         gradients = torch.autograd.grad(value.sum(), inputs, allow_unused=True)
     grads = {name: torch.zeros_like(activations[name]) if g is None else g.detach() for name, g in zip(hook_names, gradients)}

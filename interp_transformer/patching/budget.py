@@ -21,16 +21,16 @@ def parse_memory_budget(budget: MemoryBudget) -> int:
     if isinstance(budget, str):
         match = _BUDGET.fullmatch(budget.lower())
         if match is None or match.group(2) not in _UNITS:
-            raise ValueError(f"memory_budget {budget!r} is not understood; write e.g. '512MB', '2GB' or '1GiB', or pass bytes as an int")
+            raise ValueError(
+                f"memory_budget {budget!r} is not understood; write e.g. '512MB', '2GB' or '1GiB', or pass bytes as an int"
+            )
         budget = int(float(match.group(1)) * _UNITS[match.group(2)])
     if budget <= 0:
         raise ValueError(f"memory_budget must be positive, got {budget} bytes")
     return budget
 
 
-def bytes_per_location(
-    cfg: "TransformerConfig", batch: int, n_pos: int, full_logits: bool, explicit_attention: bool
-) -> int:
+def bytes_per_location(cfg: "TransformerConfig", batch: int, n_pos: int, full_logits: bool, explicit_attention: bool) -> int:
     """A generous estimate of the memory one patched copy of the batch needs at peak in a forward.
 
     Counts the widest activations alive together (residual stream, q/k/v, MLP hidden layer,

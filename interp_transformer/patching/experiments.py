@@ -37,7 +37,9 @@ def _experiment(model, corrupted_tokens, clean_cache, metric, site: str, axes: t
     return _experiments(model, corrupted_tokens, clean_cache, metric, [(site, axes)], options)[0]
 
 
-def _experiments(model, corrupted_tokens, clean_cache, metric, specs: Sequence[tuple[str, tuple]], options: dict) -> list[PatchingResult]:
+def _experiments(
+    model, corrupted_tokens, clean_cache, metric, specs: Sequence[tuple[str, tuple]], options: dict
+) -> list[PatchingResult]:
     """Several grids in one sweep (so they share forwards), split back into one result each."""
     tokens = check_tokens(model, corrupted_tokens, "corrupted_tokens")
     grids = [site_grid(model, site, axes, tokens.shape[1]) for site, axes in specs]
@@ -53,105 +55,145 @@ def _experiments(model, corrupted_tokens, clean_cache, metric, specs: Sequence[t
 
 
 # --------------------------------------------------------------- residual stream and layer outputs [layer pos]
-def get_act_patch_resid_pre(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_resid_pre(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch the residual stream entering each block at each position: ``[layer pos]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "resid_pre", ("layer", "pos"), options)
 
 
-def get_act_patch_resid_mid(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_resid_mid(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch the residual stream between attention and MLP at each layer and position: ``[layer pos]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "resid_mid", ("layer", "pos"), options)
 
 
-def get_act_patch_resid_post(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_resid_post(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch the residual stream leaving each block at each position: ``[layer pos]`` (not in TransformerLens)."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "resid_post", ("layer", "pos"), options)
 
 
-def get_act_patch_attn_out(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_out(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each attention layer's output at each position: ``[layer pos]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "attn_out", ("layer", "pos"), options)
 
 
-def get_act_patch_mlp_out(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_mlp_out(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each MLP layer's output at each position: ``[layer pos]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "mlp_out", ("layer", "pos"), options)
 
 
 # ------------------------------------------------------------------------------- heads by position [layer pos head]
-def get_act_patch_attn_head_out_by_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_out_by_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's output ``z`` at one position at a time: ``[layer pos head_index]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "z", ("layer", "pos", "head_index"), options)
 
 
-def get_act_patch_attn_head_q_by_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_q_by_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's query at one position at a time: ``[layer pos head_index]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "q", ("layer", "pos", "head_index"), options)
 
 
-def get_act_patch_attn_head_k_by_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_k_by_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's key at one position at a time: ``[layer pos head_index]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "k", ("layer", "pos", "head_index"), options)
 
 
-def get_act_patch_attn_head_v_by_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_v_by_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's value at one position at a time: ``[layer pos head_index]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "v", ("layer", "pos", "head_index"), options)
 
 
-def get_act_patch_attn_head_pattern_by_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_pattern_by_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's attention pattern one query (destination) row at a time: ``[layer head_index query_pos]``."""
-    return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "pattern", ("layer", "head_index", "query_pos"), options)
+    return _experiment(
+        model, corrupted_tokens, clean_cache, patching_metric, "pattern", ("layer", "head_index", "query_pos"), options
+    )
 
 
-def get_act_patch_attn_head_pattern_dest_src_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_pattern_dest_src_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each single entry of each head's pattern: ``[layer head_index query_pos key_pos]``."""
     axes = ("layer", "head_index", "query_pos", "key_pos")
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "pattern", axes, options)
 
 
 # ---------------------------------------------------------------------------- heads at every position [layer head]
-def get_act_patch_attn_head_out_all_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_out_all_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's output ``z`` at every position at once: ``[layer head_index]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "z", ("layer", "head_index"), options)
 
 
-def get_act_patch_attn_head_q_all_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_q_all_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's queries at every position: ``[layer head_index]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "q", ("layer", "head_index"), options)
 
 
-def get_act_patch_attn_head_k_all_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_k_all_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's keys at every position: ``[layer head_index]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "k", ("layer", "head_index"), options)
 
 
-def get_act_patch_attn_head_v_all_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_v_all_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's values at every position: ``[layer head_index]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "v", ("layer", "head_index"), options)
 
 
-def get_act_patch_attn_head_pattern_all_pos(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_pattern_all_pos(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, patching_metric: Metric, **options: Any
+) -> PatchingResult:
     """Patch each head's whole attention pattern: ``[layer head_index]``."""
     return _experiment(model, corrupted_tokens, clean_cache, patching_metric, "pattern", ("layer", "head_index"), options)
 
 
 # ------------------------------------------------------------------------------------------------ "every" helpers
-def get_act_patch_block_every(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_block_every(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, metric: Metric, **options: Any
+) -> PatchingResult:
     """``resid_pre``, ``attn_out`` and ``mlp_out`` by layer and position, stacked: ``[activation=3 layer pos]``."""
     specs = [(site, ("layer", "pos")) for site in BLOCK_ACTIVATIONS]
     parts = _experiments(model, corrupted_tokens, clean_cache, metric, specs, options)
     return stack_results(parts, BLOCK_ACTIVATIONS, parts[0].axes, parts[0].labels, title="patching every block output")
 
 
-def get_act_patch_attn_head_all_pos_every(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_all_pos_every(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, metric: Metric, **options: Any
+) -> PatchingResult:
     """Each head's output, query, key, value and pattern at every position: ``[activation=5 layer head_index]``."""
     specs = [(site, ("layer", "head_index")) for site in HEAD_ACTIVATIONS]
     parts = _experiments(model, corrupted_tokens, clean_cache, metric, specs, options)
     return stack_results(parts, HEAD_ACTIVATIONS, parts[0].axes, parts[0].labels, title="patching every head activation")
 
 
-def get_act_patch_attn_head_by_pos_every(model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, metric: Metric, **options: Any) -> PatchingResult:
+def get_act_patch_attn_head_by_pos_every(
+    model: "HookedTransformer", corrupted_tokens: Tensor, clean_cache: Cache, metric: Metric, **options: Any
+) -> PatchingResult:
     """Each head's output, query, key, value and pattern row by position: ``[activation=5 layer pos head_index]``.
 
     The pattern is patched one query row at a time (TransformerLens's ``pattern_by_pos``), laid out as ``pos``.
@@ -159,7 +201,9 @@ def get_act_patch_attn_head_by_pos_every(model: "HookedTransformer", corrupted_t
     specs = [(site, ("layer", "pos", "head_index")) for site in HEAD_ACTIVATIONS[:4]]
     specs.append(("pattern", ("layer", "query_pos", "head_index")))
     parts = _experiments(model, corrupted_tokens, clean_cache, metric, specs, options)
-    return stack_results(parts, HEAD_ACTIVATIONS, parts[0].axes, parts[0].labels, title="patching every head activation by position")
+    return stack_results(
+        parts, HEAD_ACTIVATIONS, parts[0].axes, parts[0].labels, title="patching every head activation by position"
+    )
 
 
 # ------------------------------------------------------------------------------------- TransformerLens's generic API
@@ -211,4 +255,3 @@ def _axis_size(model: "HookedTransformer", axis: str, n_pos: int) -> int:
     if axis not in sizes:
         raise ValueError(f"index axis {axis!r} is not one of {sorted(sizes)} (or TransformerLens's head, dest_pos, src_pos)")
     return sizes[axis]
-

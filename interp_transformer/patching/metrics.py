@@ -53,7 +53,11 @@ def _per_prompt(ids: TokenIds | Tensor, batch: int, device: torch.device, what: 
 
 
 class AnswerMetric(ABC):
-    """A metric of the logits at one position per prompt (the position that predicts the answer)."""
+    """A metric of the logits at one position per prompt (the position that predicts the answer).
+
+    Subclasses implement ``per_prompt``; sweeps call ``from_answer_logits`` on the answer positions'
+    logits only, so a subclass must not override ``__call__`` to read other positions.
+    """
 
     def __init__(self, positions: Positions = -1, reduction: Reduction = "mean") -> None:
         self.positions = positions
@@ -81,7 +85,9 @@ class AnswerMetric(ABC):
 class LogitDiff(AnswerMetric):
     """``logit[answer] - logit[wrong]`` at the answer position (e.g. IO minus S in IOI)."""
 
-    def __init__(self, answer_tokens: TokenIds, wrong_tokens: TokenIds, positions: Positions = -1, reduction: Reduction = "mean") -> None:
+    def __init__(
+        self, answer_tokens: TokenIds, wrong_tokens: TokenIds, positions: Positions = -1, reduction: Reduction = "mean"
+    ) -> None:
         super().__init__(positions, reduction)
         self.answer_tokens, self.wrong_tokens = answer_tokens, wrong_tokens
 

@@ -108,7 +108,12 @@ def path_patch(
 
 
 def path_patch_heads(
-    model: "HookedTransformer", target_tokens: Tensor, source_tokens: Tensor, metric: Metric, receivers: Receivers = FINAL_RESIDUAL, **options: Any
+    model: "HookedTransformer",
+    target_tokens: Tensor,
+    source_tokens: Tensor,
+    metric: Metric,
+    receivers: Receivers = FINAL_RESIDUAL,
+    **options: Any,
 ) -> PatchingResult:
     """``path_patch`` with every attention head as a sender: ``[layer head_index]``."""
     groups = [(sender,) for sender in every_head(model)]
@@ -149,7 +154,9 @@ class _SenderRuns:
         if model.cfg.positional_embedding_type == "shortformer":
             resid_hooks.add("hook_pos_embed")
         with torch.no_grad():
-            _, self.target = model.run_with_cache(target_tokens, names_filter=sorted(sender_hooks | resid_hooks), attention_mask=attention_mask)
+            _, self.target = model.run_with_cache(
+                target_tokens, names_filter=sorted(sender_hooks | resid_hooks), attention_mask=attention_mask
+            )
             _, self.source = model.run_with_cache(source_tokens, names_filter=sorted(sender_hooks), attention_mask=attention_mask)
 
     def _head_receivers(self) -> list[Receiver]:
@@ -179,7 +186,13 @@ class _SenderRuns:
         ]
         if not patches:  # no path: patching a receiver with its own target value changes nothing
             first = self.receivers[0]
-            patches = [Patch(self._receiver_hook(first), (slice(None), first.head), value=self.target[self._receiver_hook(first)][:, :, first.head])]
+            patches = [
+                Patch(
+                    self._receiver_hook(first),
+                    (slice(None), first.head),
+                    value=self.target[self._receiver_hook(first)][:, :, first.head],
+                )
+            ]
         return PatchLocation(tuple(patches))
 
     @staticmethod
@@ -207,7 +220,9 @@ def _as_group(model: "HookedTransformer", group: SenderGroup) -> tuple[Sender, .
     cfg = model.cfg
     for sender in senders:
         if not isinstance(sender, Sender):
-            raise TypeError(f"senders are Sender objects (Sender('head', layer, head), Sender('mlp', layer), Sender('embed')), got {sender!r}")
+            raise TypeError(
+                f"senders are Sender objects (Sender('head', layer, head), Sender('mlp', layer), Sender('embed')), got {sender!r}"
+            )
         if sender.kind not in ("head", "mlp", "embed", "pos_embed"):
             raise ValueError(f"unknown sender kind {sender.kind!r}; use 'head', 'mlp', 'embed' or 'pos_embed'")
         if sender.kind in ("head", "mlp") and not 0 <= sender.layer < cfg.n_layers:
@@ -217,14 +232,18 @@ def _as_group(model: "HookedTransformer", group: SenderGroup) -> tuple[Sender, .
         if sender.kind == "mlp" and cfg.attn_only:
             raise ValueError("this model is attention-only: it has no MLP senders")
         if sender.kind == "pos_embed" and cfg.positional_embedding_type == "shortformer":
-            raise ValueError("a shortformer model adds positions to queries and keys, not to the residual stream: pos_embed cannot be a sender")
+            raise ValueError(
+                "a shortformer model adds positions to queries and keys, not to the residual stream: pos_embed cannot be a sender"
+            )
     return senders
 
 
 def _check_receivers(model: "HookedTransformer", receivers: Receivers) -> Receivers:
     if isinstance(receivers, str):
         if receivers != FINAL_RESIDUAL:
-            raise ValueError(f"receivers must be {FINAL_RESIDUAL!r} or a list of Receiver(layer, head, 'q'|'k'|'v'), got {receivers!r}")
+            raise ValueError(
+                f"receivers must be {FINAL_RESIDUAL!r} or a list of Receiver(layer, head, 'q'|'k'|'v'), got {receivers!r}"
+            )
         return receivers
     receivers = list(receivers)
     if not receivers:

@@ -129,8 +129,12 @@ def _rebuild(values: Tensor, axes: tuple, labels: dict, value_name: str, title: 
 
 
 def stack_results(
-    results: Sequence[Tensor], names: Sequence[str], axes: Sequence[str], labels: dict[str, Sequence[str]] | None = None,
-    value_name: str = "metric", title: str = "",
+    results: Sequence[Tensor],
+    names: Sequence[str],
+    axes: Sequence[str],
+    labels: dict[str, Sequence[str]] | None = None,
+    value_name: str = "metric",
+    title: str = "",
 ) -> PatchingResult:
     """Stack same-shaped results along a new leading ``activation`` axis labelled by ``names``."""
     values = torch.stack([torch.as_tensor(r).as_subclass(Tensor) for r in results])

@@ -58,7 +58,9 @@ def check_metric_value(value: object, batch: int) -> Tensor:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = torch.tensor(float(value))
     if not isinstance(value, Tensor):
-        raise TypeError(f"the metric returned {type(value).__name__}; it must return a tensor (a scalar, or one value per prompt)")
+        raise TypeError(
+            f"the metric returned {type(value).__name__}; it must return a tensor (a scalar, or one value per prompt)"
+        )
     if value.ndim != 0 and tuple(value.shape) != (batch,):
         raise ValueError(
             f"the metric returned shape {tuple(value.shape)}; it must return a scalar (e.g. the mean over prompts) or "
@@ -71,9 +73,7 @@ def check_metric_value(value: object, batch: int) -> Tensor:
     return value.detach().float() if value.dtype in (torch.float16, torch.bfloat16) else value.detach()
 
 
-def run_target(
-    model: "HookedTransformer", tokens: Tensor, metric: Metric, attention_mask: Tensor | None
-) -> TargetRun:
+def run_target(model: "HookedTransformer", tokens: Tensor, metric: Metric, attention_mask: Tensor | None) -> TargetRun:
     """One unpatched forward that keeps the residual stream entering every layer, and the metric on it."""
     n_layers = model.cfg.n_layers
     wanted = {resid_entry_name(layer, n_layers): layer for layer in range(n_layers + 1)}

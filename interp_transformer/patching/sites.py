@@ -38,7 +38,8 @@ class Patch:
     """Overwrite ``activation[:, *index]`` of one hook point in the patched run.
 
     The new value comes from the source activations (a clean cache) unless ``value`` gives it
-    (``[batch, *indexed shape]``, or a function returning it, called when the patch is applied). ``setter`` replaces the copy with a TransformerLens-style
+    (``[batch, *indexed shape]``, or a function returning it, called when the patch is applied).
+    ``setter`` replaces the copy with a TransformerLens-style
     ``setter(activation, index, source_activation)`` that edits one run's ``[batch ...]`` activation.
     """
 
@@ -155,7 +156,9 @@ def site_grid(model: "HookedTransformer", site: str, axes: Sequence[str], n_pos:
     valid = (("layer",) if None not in by_layer else ()) + tuple(d for d in dims if isinstance(d, str))
     unknown = [axis for axis in axes if axis not in valid]
     if unknown:
-        raise ValueError(f"site {site!r} cannot be patched along {unknown}; its axes are {list(valid)} (pick any of them, in any order)")
+        raise ValueError(
+            f"site {site!r} cannot be patched along {unknown}; its axes are {list(valid)} (pick any of them, in any order)"
+        )
     sizes = dict(zip(dims, names.concrete_shape(dims, model.cfg, batch=1, pos=n_pos)))
     sizes["layer"] = len(by_layer)
     shape = tuple(sizes[axis] for axis in axes)

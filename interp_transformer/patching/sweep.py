@@ -3,9 +3,12 @@
 ``patch_locations`` runs the target input (usually the corrupted prompts) once per location with
 that location's patches copied in from ``source`` (usually the clean run's cache), and returns the
 metric of each patched run. Locations are packed into the batch (see ``runner.py``) as many per
-forward as ``memory_budget`` allows; the results are identical to one forward per location
-(``max_locations_per_forward=1``), which the tests check. ``patch_site`` does the same for every
-location of one site at one granularity and returns a ``PatchingResult`` with named axes.
+forward as ``memory_budget`` allows. Each copy in the batch runs exactly the operations of its own
+one-location forward (``max_locations_per_forward=1``) on the same values, so the results are the
+same; bit for bit wherever the matrix-multiply library rounds a row the same whatever the number of
+rows (on CPU with one thread and at least 4 rows per matmul, which the tests check; MKL picks
+another kernel below 4 rows, and several threads split rows unevenly). ``patch_site`` does the same
+for every location of one site at one granularity and returns a ``PatchingResult`` with named axes.
 
 Denoising (TransformerLens's convention): target = corrupted tokens, source = clean cache.
 Noising: target = clean tokens, source = corrupted cache.
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 
 Metric = Callable[[Tensor], Tensor]
 EXPLICIT_ATTENTION_HOOKS = (".hook_pattern", ".hook_attn_scores")
+# Hooking these makes the layer leave its fused kernel (components/attention.py, layer_norm.py).
+KERNEL_SWITCHING_HOOKS = (*EXPLICIT_ATTENTION_HOOKS, "hook_scale")
 
 
 def patch_locations(
@@ -57,7 +62,9 @@ def patch_locations(
     if not callable(metric):
         raise TypeError(f"metric must be a callable logits -> tensor, got {type(metric).__name__}")
     locations = check_locations(model, locations)
-    chunk_size = locations_per_forward(memory_budget, _bytes_per_location(model, metric, locations, tokens), max_locations_per_forward)
+    chunk_size = locations_per_forward(
+        memory_budget, _bytes_per_location(model, metric, locations, tokens), max_locations_per_forward
+    )
     source = gather_source(model, source, locations, tokens.shape)
     target = run_target(model, tokens, metric, attention_mask)
     return run_in_chunks(model, metric, target, locations, source, chunk_size, progress, description)
@@ -73,21 +80,25 @@ def run_in_chunks(
     progress: bool,
     description: str,
 ) -> Tensor:
-    """Score locations ``chunk_size`` at a time; a chunk never mixes start layers.
+    """Score locations ``chunk_size`` at a time. A chunk holds locations with the same start layer and
+    the same hooks on kernel-switching hook points.
 
     Each forward starts at its locations' first patched layer, so no copy recomputes a layer it
-    shares with the target run: every copy runs exactly the operations its own one-location forward
-    would, on the same values (a chunk mixing layers would recompute early layers, where a patched
-    attention pattern elsewhere in the chunk switches the attention kernel and its rounding).
+    shares with the target run, and every copy runs exactly the operations its own one-location
+    forward would, on the same values. Mixing would break that: a hook on an attention pattern or a
+    LayerNorm scale switches that layer from a fused kernel to the written-out computation (other
+    rounding) for every copy in the forward.
     """
     baseline = target.baseline
     results = torch.empty((len(locations), *baseline.shape), dtype=baseline.dtype, device=baseline.device)
-    by_start: dict[int, list[int]] = defaultdict(list)
+    groups: dict[tuple, list[int]] = defaultdict(list)
     for i, location in enumerate(locations):
-        by_start[min(start_layer(p, model.cfg.n_layers) for p in location.patches)].append(i)
+        start = min(start_layer(p, model.cfg.n_layers) for p in location.patches)
+        switching = sorted({p.hook_name for p in location.patches if p.hook_name.endswith(KERNEL_SWITCHING_HOOKS)})
+        groups[(start, tuple(switching))].append(i)
     with tqdm(total=len(locations), disable=not progress, desc=description, unit="patch") as bar:
-        for start in sorted(by_start):
-            group = by_start[start]
+        for key in sorted(groups):
+            group = groups[key]
             for begin in range(0, len(group), chunk_size):
                 chunk = group[begin : begin + chunk_size]
                 results[chunk] = score_copies(model, metric, target, [locations[i] for i in chunk], source).to(results.dtype)
@@ -118,7 +129,13 @@ def patch_site(
 
 
 def grid_result(
-    model: "HookedTransformer", tokens: Tensor, values: Tensor, shape: tuple, axes: tuple, title: str = "", value_name: str = "metric"
+    model: "HookedTransformer",
+    tokens: Tensor,
+    values: Tensor,
+    shape: tuple,
+    axes: tuple,
+    title: str = "",
+    value_name: str = "metric",
 ) -> PatchingResult:
     """Reshape flat location results to ``shape`` and name the axes (a per-prompt metric adds ``batch``)."""
     per_prompt = values.ndim == 2
@@ -138,7 +155,9 @@ def position_labels(model: "HookedTransformer", tokens: Tensor, axes: Sequence[s
 # ----------------------------------------------------------------------------- checks
 def check_tokens(model: "HookedTransformer", tokens: Any, what: str) -> Tensor:
     if not isinstance(tokens, Tensor):
-        raise TypeError(f"{what} must be token ids [batch pos] (a tensor; use model.to_tokens(prompts)), got {type(tokens).__name__}")
+        raise TypeError(
+            f"{what} must be token ids [batch pos] (a tensor; use model.to_tokens(prompts)), got {type(tokens).__name__}"
+        )
     if tokens.ndim != 2:
         fix = " (add a batch axis with tokens.unsqueeze(0))" if tokens.ndim == 1 else ""
         raise ValueError(f"{what} must have shape [batch pos], got {tuple(tokens.shape)}{fix}")
@@ -178,7 +197,9 @@ def gather_source(
     gathered = {}
     for name in needed:
         if name not in source:
-            raise KeyError(f"the source cache has no {name!r}; cache it (run_with_cache with no names_filter, or one that includes it)")
+            raise KeyError(
+                f"the source cache has no {name!r}; cache it (run_with_cache with no names_filter, or one that includes it)"
+            )
         activation = source[name]
         expected = names.concrete_shape(shapes[name], model.cfg, batch, n_pos)
         if tuple(activation.shape) != expected:
@@ -197,4 +218,3 @@ def _bytes_per_location(model: "HookedTransformer", metric: Metric, locations: l
     full_logits = not isinstance(metric, AnswerMetric) or any(hook_layer(h, n_layers) == n_layers for h in hooks)
     explicit = any(h.endswith(EXPLICIT_ATTENTION_HOOKS) for h in hooks)
     return bytes_per_location(model.cfg, tokens.shape[0], tokens.shape[1], full_logits, explicit)
-

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
 import torch
 from torch import Tensor
 
@@ -21,6 +20,8 @@ from interp_transformer.cache_analysis import ResidualStreamAnalyses
 from interp_transformer.config import TransformerConfig
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from interp_transformer.model import HookedTransformer
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class ActivationCache(ResidualStreamAnalyses, Mapping):
         torch.set_grad_enabled(mode)
 
     # ------------------------------------------------------------ inspection
-    def summary(self) -> pd.DataFrame:
+    def summary(self) -> "pd.DataFrame":
         """One row per activation: name, shape, dtype, device and bytes."""
         rows = [
             {
@@ -136,6 +137,8 @@ class ActivationCache(ResidualStreamAnalyses, Mapping):
             }
             for name, value in self.cache_dict.items()
         ]
+        import pandas as pd  # imported on use: pandas costs a third of a second at package import
+
         return pd.DataFrame(rows, columns=["name", "shape", "dtype", "device", "bytes"])
 
     def nbytes(self) -> int:

@@ -122,3 +122,12 @@ def test_get_act_name_results_exist_in_the_table(cfg):
     table = names.hook_shapes(cfg.replace(use_attn_result=True))
     for args in [("pattern", 1), ("scale", 0, "ln2"), ("scale",), ("resid_pre", 1), ("pre", 0), ("result", 1), ("v", 0)]:
         assert get_act_name(*args) in table, f"get_act_name{args} = {get_act_name(*args)!r} is not a real hook name"
+
+
+@pytest.mark.parametrize("overrides", [{}, {"use_attn_result": True}, {"attn_only": True}, {"normalization_type": None}])
+def test_model_offers_exactly_the_hook_points_in_the_table(cfg, overrides):
+    config = cfg.replace(**overrides)
+    model = HookedTransformer(config)
+    assert list(model.hook_dict) == list(names.hook_shapes(config)), (
+        "a hook point exists that the table lacks (or the reverse): hooks on it would never fire"
+    )

@@ -87,7 +87,8 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()  # [batch head_index query_pos key_pos]
         self.hook_pattern = HookPoint()  # [batch head_index query_pos key_pos]
         self.hook_z = HookPoint()  # [batch pos head_index d_head]
-        self.hook_result = HookPoint()  # [batch pos head_index d_model], only with use_attn_result
+        if cfg.use_attn_result:  # a hook point that never fired would accept hooks silently
+            self.hook_result = HookPoint()  # [batch pos head_index d_model]
 
     def forward(
         self,

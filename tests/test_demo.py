@@ -31,3 +31,12 @@ def test_demo_writes_report_and_tables(tmp_path):
 def test_models_command_lists_embedded_models(capsys):
     assert main(["models"]) == 0
     assert "attn-only-2l-induction" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_runs_on_a_gpt2_directory(tmp_path, make_hf_gpt2):
+    _, directory = make_hf_gpt2(with_tokenizer=True, n_layer=3)
+    out = tmp_path / "report"
+    assert main(["demo", "--model", str(directory), "--out", str(out)]) == 0
+    assert "Attention patterns, layer 2" in (out / "index.html").read_text(encoding="utf-8")
+    assert len(pd.read_csv(out / "head_detector_scores.csv")) == 3 * 4

@@ -89,3 +89,20 @@ def make_hf_gpt2(tmp_path: Path) -> Callable[..., tuple]:
         return hf_model, directory
 
     return make
+
+
+def save_random_hf_model(model_cls, config, directory: Path, seed: int = 0, jitter: float = 0.1):
+    """A Hugging Face model from ``config`` with every parameter perturbed (so LayerNorm weights and
+    biases are not their trivial init and parity tests cannot pass vacuously), saved to ``directory``."""
+    torch.manual_seed(seed)
+    hf_model = model_cls(config).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param in hf_model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * jitter)
+    hf_model.save_pretrained(directory)
+    return hf_model
+
+
+def sample_tokens(batch: int = 2, pos: int = 20, seed: int = 2, d_vocab: int = 300) -> torch.Tensor:
+    return torch.randint(0, d_vocab, (batch, pos), generator=torch.Generator().manual_seed(seed))

@@ -11,6 +11,8 @@ import json
 import pytest
 import torch
 
+from conftest import sample_tokens, save_random_hf_model
+
 from interp_transformer import HookedTransformer, names
 from interp_transformer.components.attention import restrict_to_window
 
@@ -32,19 +34,8 @@ def make_model(tmp_path, seed: int = 0, **overrides):
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
     values = dict(BASE, initializer_range=0.3, attn_implementation="eager") | overrides
-    torch.manual_seed(seed)
-    hf_model = GPTNeoForCausalLM(GPTNeoConfig(**values)).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in hf_model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.1)
     directory = tmp_path / f"gpt-neo-{seed}"
-    hf_model.save_pretrained(directory)
-    return hf_model, directory
-
-
-def sample_tokens(batch: int = 2, pos: int = 20, seed: int = 2) -> torch.Tensor:
-    return torch.randint(0, 300, (batch, pos), generator=torch.Generator().manual_seed(seed))
+    return save_random_hf_model(GPTNeoForCausalLM, GPTNeoConfig(**values), directory, seed), directory
 
 
 @pytest.mark.parametrize("explicit_pattern", [False, True], ids=["fused", "explicit"])

@@ -11,6 +11,8 @@ import json
 import pytest
 import torch
 
+from conftest import sample_tokens, save_random_hf_model
+
 from interp_transformer import HookedTransformer, names
 
 BASE = dict(
@@ -29,19 +31,8 @@ def make_model(tmp_path, seed: int = 0, **overrides):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     values = dict(BASE, initializer_range=0.3, attn_implementation="eager") | overrides
-    torch.manual_seed(seed)
-    hf_model = GPTNeoXForCausalLM(GPTNeoXConfig(**values)).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in hf_model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.1)
     directory = tmp_path / f"gpt-neox-{seed}"
-    hf_model.save_pretrained(directory)
-    return hf_model, directory
-
-
-def sample_tokens(batch: int = 2, pos: int = 20, seed: int = 2) -> torch.Tensor:
-    return torch.randint(0, 300, (batch, pos), generator=torch.Generator().manual_seed(seed))
+    return save_random_hf_model(GPTNeoXForCausalLM, GPTNeoXConfig(**values), directory, seed), directory
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))

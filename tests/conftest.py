@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -106,3 +107,9 @@ def save_random_hf_model(model_cls, config, directory: Path, seed: int = 0, jitt
 
 def sample_tokens(batch: int = 2, pos: int = 20, seed: int = 2, d_vocab: int = 300) -> torch.Tensor:
     return torch.randint(0, d_vocab, (batch, pos), generator=torch.Generator().manual_seed(seed))
+
+
+def edit_config(directory: Path, **changes) -> None:
+    """Change fields of a saved Hugging Face ``config.json`` in place (to test what converters refuse)."""
+    path = directory / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import edit_config
 from safetensors.torch import load_file, save_file
 
 from interp_transformer import HookedTransformer
@@ -220,12 +221,6 @@ def test_directory_without_weights_is_a_clear_error(make_hf_gpt2):
 
 
 # ------------------------------------------------------------ refused configs
-def edit_config(directory: Path, **changes) -> None:
-    path = directory / "config.json"
-    config = json.loads(path.read_text())
-    config.update(changes)
-    path.write_text(json.dumps(config))
-
 
 def test_unknown_config_field_is_named_in_the_error(make_hf_gpt2):
     _, directory = make_hf_gpt2()

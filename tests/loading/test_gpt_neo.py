@@ -6,12 +6,9 @@ than the sequences, so a local layer that attended globally (or a window off by 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-
-from conftest import sample_tokens, save_random_hf_model
+from conftest import edit_config, sample_tokens, save_random_hf_model
 
 from interp_transformer import HookedTransformer, names
 from interp_transformer.components.attention import restrict_to_window
@@ -102,10 +99,6 @@ def test_fold_ln_and_centring_preserve_log_probs(tmp_path):
         expected, actual = hf_model(tokens).logits.log_softmax(-1), model(tokens).log_softmax(-1)
     assert (actual - expected).abs().max() < 1e-4
 
-
-def edit_config(directory, **changes) -> None:
-    path = directory / "config.json"
-    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,9 @@ Every comparison is against Hugging Face's own forward pass or generate. Every p
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-
-from conftest import sample_tokens, save_random_hf_model
+from conftest import edit_config, sample_tokens, save_random_hf_model
 
 from interp_transformer import HookedTransformer, names
 
@@ -28,7 +25,12 @@ SHAPES = {
 
 
 def make_model(tmp_path, family: str, seed: int = 0, **overrides):
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[family]
     values = dict(BASE, initializer_range=0.3, attn_implementation="eager") | overrides
@@ -98,10 +100,6 @@ def test_fold_ln_and_value_biases_preserve_log_probs(tmp_path):
     with pytest.raises(ValueError, match="center_writing_weights"):
         HookedTransformer.from_pretrained(directory, center_writing_weights=True)
 
-
-def edit_config(directory, **changes) -> None:
-    path = directory / "config.json"
-    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
 
 
 @pytest.mark.parametrize(

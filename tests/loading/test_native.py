@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from interp_transformer import HookedTransformer
 from interp_transformer.loading import available_models
 from interp_transformer.loading.integrity import CorruptWeightsError

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from interp_transformer import HookedTransformer
 from interp_transformer.loading import processing
 

@@ -11,6 +11,7 @@ import torch
 
 from conftest import tiny_config
 from interp_transformer import HookedTransformer, TransformerConfig
+from interp_transformer.components.kv_cache import KeyValueCache
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +57,18 @@ def test_to_dtype_updates_the_config_everywhere(convert):
 
 
 def test_generation_in_bfloat16_uses_a_bfloat16_cache():
-    model = HookedTransformer(tiny_config()).eval().to(torch.bfloat16)
+    model = HookedTransformer(tiny_config(init_range=0.5)).eval().to(torch.bfloat16)
     prompt = tokens(model.cfg.d_vocab, batch=2, pos=5)
+    cache = KeyValueCache.empty(model.cfg, batch=2, device="cpu")
+    with torch.no_grad():
+        model(prompt, past_kv_cache=cache)
+    assert {entry.past_keys.dtype for entry in cache.entries} == {torch.bfloat16}, "the key/value cache is not kept in bfloat16"
     cached = model.generate(prompt, 6, temperature=0, stop_at_eos=False)
     recomputed = model.generate(prompt, 6, temperature=0, stop_at_eos=False, use_past_kv_cache=False)
     assert cached.shape == (2, 11)
-    assert cached[:, :6].tolist() == recomputed[:, :6].tolist()
+    # Positions 6-10 are predicted from the cached keys and values (position 5 from the prompt alone).
+    assert cached[:, 5:].tolist() == recomputed[:, 5:].tolist(), "bfloat16 generation with the key/value cache differs from full recomputation"
+    assert len(set(cached[:, 5:].flatten().tolist())) > 2, "greedy generation repeats one token; the comparison would be vacuous"
 
 
 def test_float16_forward_is_finite():

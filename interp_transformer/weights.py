@@ -18,11 +18,27 @@ MLP_VIEWS = frozenset({"W_in", "W_out", "b_in", "b_out"})
 class StackedWeights:
     """Mixin for a model with ``embed``, ``pos_embed``, ``blocks`` and ``unembed``.
 
-    Each view is a fresh stacked tensor that still carries gradients to the parameters.
+    Each view is a fresh stacked tensor that still carries gradients to the parameters. Every attention
+    view has one entry per query head, ``[layer head_index ...]``: with grouped-query attention the
+    key/value weights are repeated to the query heads that share them (the per-layer parameters
+    ``blocks[L].attn.W_K`` keep their ``n_key_value_heads`` entries), as in TransformerLens.
     """
 
     def _stack(self, module: str, param: str) -> Tensor:
         return torch.stack([getattr(getattr(block, module), param) for block in self.blocks])
+
+    def _stack_per_query_head(self, param: str) -> Tensor:
+        """A key/value weight stacked over layers with one entry per query head, as the forward pass pairs them.
+
+        With grouped-query attention (``n_key_value_heads < n_heads``) query head ``h`` reads key/value head
+        ``h // (n_heads // n_key_value_heads)``; repeating each key/value head that many times (TransformerLens's
+        ``repeat_interleave``) makes ``W_K[layer, h]`` the weight head ``h`` really uses.
+        """
+        stacked = self._stack("attn", param)
+        n_kv_heads = self.cfg.n_key_value_heads or self.cfg.n_heads
+        if n_kv_heads == self.cfg.n_heads:
+            return stacked
+        return stacked.repeat_interleave(self.cfg.n_heads // n_kv_heads, dim=1)
 
     def __getattr__(self, name: str):
         # A property's AttributeError lands here; explain the attention-only case instead of a bare "no attribute".
@@ -52,11 +68,11 @@ class StackedWeights:
 
     @property
     def W_K(self) -> Float[Tensor, "layer head_index d_model d_head"]:
-        return self._stack("attn", "W_K")
+        return self._stack_per_query_head("W_K")
 
     @property
     def W_V(self) -> Float[Tensor, "layer head_index d_model d_head"]:
-        return self._stack("attn", "W_V")
+        return self._stack_per_query_head("W_V")
 
     @property
     def W_O(self) -> Float[Tensor, "layer head_index d_head d_model"]:
@@ -68,11 +84,11 @@ class StackedWeights:
 
     @property
     def b_K(self) -> Float[Tensor, "layer head_index d_head"]:
-        return self._stack("attn", "b_K")
+        return self._stack_per_query_head("b_K")
 
     @property
     def b_V(self) -> Float[Tensor, "layer head_index d_head"]:
-        return self._stack("attn", "b_V")
+        return self._stack_per_query_head("b_V")
 
     @property
     def b_O(self) -> Float[Tensor, "layer d_model"]:
@@ -96,14 +112,14 @@ class StackedWeights:
 
     @property
     def QK(self) -> "FactoredMatrix":
-        """``W_Q W_K^T`` of every head as stored: FactoredMatrix ``[layer head_index d_model d_model]``."""
+        """``W_Q W_K^T`` of every query head as stored (its own key head under grouped-query attention): FactoredMatrix ``[layer head_index d_model d_model]``."""
         from interp_transformer.circuits.factored_matrix import FactoredMatrix
 
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     @property
     def OV(self) -> "FactoredMatrix":
-        """``W_V W_O`` of every head as stored: FactoredMatrix ``[layer head_index d_model d_model]``."""
+        """``W_V W_O`` of every query head as stored (its own value head under grouped-query attention): FactoredMatrix ``[layer head_index d_model d_model]``."""
         from interp_transformer.circuits.factored_matrix import FactoredMatrix
 
         return FactoredMatrix(self.W_V, self.W_O)

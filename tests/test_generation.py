@@ -131,14 +131,18 @@ def test_hooks_change_what_is_generated(model):
 
 # -------------------------------------------------------------- EOS, sampling
 def test_stop_at_eos_fills_finished_rows_and_stops(model):
-    tokens = prompts(batch=2, pos=5)
-    greedy = model.generate(tokens, 8, temperature=0, stop_at_eos=False)
-    eos = int(greedy[0, 5])  # row 0 emits it first
-    stopped = model.generate(tokens, 8, temperature=0, eos_token_id=eos)
-    assert stopped[0, 5:].tolist() == [eos] * (stopped.shape[1] - 5), "a finished row must continue with EOS only"
-    assert stopped[1].tolist() == greedy[1, : stopped.shape[1]].tolist()
-    if eos in greedy[1, 5:].tolist():
-        assert stopped.shape[1] < greedy.shape[1], "generation should stop once every row has emitted EOS"
+    tokens = prompts(batch=2, pos=5, seed=7)
+    greedy = model.generate(tokens, 12, temperature=0, stop_at_eos=False)[:, 5:].tolist()
+    # EOS is a token both rows emit, row 0 first: row 0 then waits (EOS-filled) until row 1 emits it too.
+    shared = [token for token in greedy[0] if token in greedy[1] and greedy[0].index(token) < greedy[1].index(token)]
+    assert shared, f"no token is emitted by both rows, row 0 first ({greedy}); pick another prompt seed"
+    eos = shared[0]
+    first_0, first_1 = greedy[0].index(eos), greedy[1].index(eos)
+    assert first_1 < 11, "row 1 emits EOS only at the last step; the early stop would be invisible"
+    expected = [greedy[0][: first_0 + 1] + [eos] * (first_1 - first_0), greedy[1][: first_1 + 1]]
+    stopped = model.generate(tokens, 12, temperature=0, eos_token_id=eos)[:, 5:].tolist()
+    assert stopped[0] == expected[0], "a finished row must continue with EOS only"
+    assert stopped[1] == expected[1], "generation should stop once every row has emitted EOS, and not before"
 
 
 def test_stop_at_eos_without_an_eos_token_is_an_error(model):

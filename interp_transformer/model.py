@@ -353,10 +353,13 @@ class HookedTransformer(StackedWeights, HookedModule):
         ``center_writing_weights``, ``center_unembed``, ``fold_value_biases``,
         ``refactor_factored_attn_matrices``; all default False, unlike TransformerLens).
         Also ``dtype=`` and ``device=``. See ``loading.pretrained.load_pretrained``.
+        A subclass calling this gets an instance of itself back.
         """
         from interp_transformer.loading import load_pretrained
 
-        return load_pretrained(name_or_path, **kwargs)
+        if "model_class" in kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained builds {cls.__name__}; call it on the class you want instead of passing model_class")
+        return load_pretrained(name_or_path, model_class=cls, **kwargs)
 
     @classmethod
     def from_pretrained_no_processing(
@@ -365,7 +368,7 @@ class HookedTransformer(StackedWeights, HookedModule):
         """Weights exactly as stored. Same as our ``from_pretrained`` default; named for TransformerLens users."""
         from interp_transformer.loading import load_pretrained
 
-        return load_pretrained(name_or_path, dtype=dtype, device=device)
+        return load_pretrained(name_or_path, dtype=dtype, device=device, model_class=cls)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write weights (safetensors), config and checksums; ``from_pretrained(directory)`` reads them back."""

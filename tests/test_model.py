@@ -292,3 +292,30 @@ def test_shortformer_positions_only_reach_queries_and_keys(cfg, tokens):
     normalized = model.blocks[0].ln1(model.embed(tokens))
     expected = torch.einsum("bpm,hmd->bphd", normalized, model.blocks[0].attn.W_V) + model.blocks[0].attn.b_V
     assert torch.allclose(values["v"], expected, atol=1e-5), "values must be computed from token embeddings alone"
+
+
+class _ResearchModel(HookedTransformer):
+    """A subclass as a researcher would write one, to add methods of their own."""
+
+
+@pytest.mark.parametrize("source", ["native", "embedded", "hugging_face"])
+@pytest.mark.parametrize("loader", ["from_pretrained", "from_pretrained_no_processing"])
+def test_from_pretrained_on_a_subclass_builds_that_subclass(model, tokens, make_hf_gpt2, tmp_path, source, loader):
+    if source == "native":
+        path = model.save_pretrained(tmp_path / "saved")
+    elif source == "embedded":
+        path = "attn-only-2l-induction"
+    else:
+        path = make_hf_gpt2()[1]
+    loaded = getattr(_ResearchModel, loader)(path)
+    assert type(loaded) is _ResearchModel, (
+        f"{loader} returned {type(loaded).__name__}: the loader builds HookedTransformer instead of cls"
+    )
+    if source == "native":
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(tokens), model(tokens), msg="the subclass lost the saved weights")
+
+
+def test_from_pretrained_on_the_base_class_still_builds_the_base_class(model, tmp_path):
+    loaded = HookedTransformer.from_pretrained(model.save_pretrained(tmp_path / "saved"))
+    assert type(loaded) is HookedTransformer

@@ -35,8 +35,9 @@ def load_pretrained(
     center_unembed: bool = False,
     fold_value_biases: bool = False,
     refactor_factored_attn_matrices: bool = False,
+    model_class: "type[HookedTransformer] | None" = None,
 ) -> "HookedTransformer":
-    """Load a model with its tokenizer.
+    """Load a model with its tokenizer, as an instance of ``model_class`` (default ``HookedTransformer``).
 
     By default the weights are used exactly as stored: no LayerNorm folding, no centring, no
     bias folding, so parameters and activations are those of the original checkpoint. This
@@ -45,8 +46,13 @@ def load_pretrained(
     ``loading.processing`` (see there); all preserve log-probabilities. Pass
     ``fold_ln=center_writing_weights=center_unembed=fold_value_biases=True`` to get
     TransformerLens's default weights. Processing happens in float32 before any ``dtype`` cast.
+    ``HookedTransformer.from_pretrained`` passes its own class, so a subclass loads as itself.
     """
     from interp_transformer.model import HookedTransformer
+
+    model_class = HookedTransformer if model_class is None else model_class
+    if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
+        raise TypeError(f"model_class must be HookedTransformer or a subclass of it, got {model_class!r}")
 
     directory, name = resolve_model_dir(name_or_path)
     if is_native(directory):
@@ -65,7 +71,7 @@ def load_pretrained(
     )
     if dtype is not None:
         cfg = cfg.replace(dtype=DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
-    model = HookedTransformer(cfg, tokenizer=load_tokenizer(directory), init_weights=False)
+    model = model_class(cfg, tokenizer=load_tokenizer(directory), init_weights=False)
     model.load_state_dict({key: value.to(cfg.dtype) for key, value in state.items()}, strict=True)
     return model.to(device) if device is not None else model
 

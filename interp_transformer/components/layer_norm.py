@@ -1,4 +1,8 @@
-"""LayerNorm with hooks on its scale and output, and the pre-folded variant with no weights."""
+"""LayerNorm with hooks on its scale and normalised value, and the pre-folded variant with no weights.
+
+``hook_normalized`` is taken after centring and scaling but before the weight ``w`` and
+bias ``b``, as in TransformerLens since 3.0 (its PR #770); TransformerLens 2.x took it after them.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +50,12 @@ class LayerNormPre(nn.Module):
 
 
 class LayerNorm(LayerNormPre):
-    """LayerNorm with weight ``w`` and bias ``b`` of shape ``[d_model]``."""
+    """LayerNorm with weight ``w`` and bias ``b`` of shape ``[d_model]``: ``hook_normalized * w + b``.
+
+    ``hook_normalized`` sees the value before ``w`` and ``b``; a hook that replaces it changes
+    what they are applied to. With neither hook point hooked, the fused ``F.layer_norm`` kernel
+    applies the weights itself, since nobody can observe the value in between.
+    """
 
     def __init__(self, cfg: TransformerConfig, length: int | None = None) -> None:
         super().__init__(cfg)
@@ -55,9 +64,16 @@ class LayerNorm(LayerNormPre):
         self.b = nn.Parameter(torch.zeros(length, dtype=cfg.dtype))
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        if self.hook_scale.has_hooks():
-            return self.hook_normalized(torch.addcmul(self.b, self.normalize(x), self.w))  # normalized * w + b
-        return self.hook_normalized(F.layer_norm(x, self.w.shape, self.w, self.b, self.eps))
+        if not (self.hook_scale.has_hooks() or self.hook_normalized.has_hooks()):
+            return F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
+        return affine(super().forward(x), self.w, self.b)  # super() runs hook_scale and hook_normalized
+
+
+def affine(normalized: Float[Tensor, "... d_model"], w: Tensor, b: Tensor) -> Float[Tensor, "... d_model"]:
+    """``normalized * w + b``, in float32 for half precision so the result is rounded once, as the fused kernel does."""
+    if normalized.dtype in REDUCED_PRECISION:
+        return torch.addcmul(b.float(), normalized.float(), w.float()).to(normalized.dtype)
+    return torch.addcmul(b, normalized, w)
 
 
 def make_layer_norm(cfg: TransformerConfig) -> nn.Module | None:

@@ -1,4 +1,7 @@
-"""RMSNorm (Llama-family normalisation) with hooks on its scale and output, and its pre-folded variant."""
+"""RMSNorm (Llama-family normalisation) with hooks on its scale and normalised value, and its pre-folded variant.
+
+``hook_normalized`` is taken before the weight ``w``, as in TransformerLens since 3.0.
+"""
 
 from __future__ import annotations
 
@@ -36,11 +39,14 @@ class RMSNormPre(nn.Module):
 
 
 class RMSNorm(RMSNormPre):
-    """RMSNorm with weight ``w [d_model]`` (no bias)."""
+    """RMSNorm with weight ``w [d_model]`` (no bias): ``hook_normalized * w``.
+
+    As Hugging Face's Llama does, the normalised value is cast back to the model's dtype before ``w``.
+    """
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__(cfg)
         self.w = nn.Parameter(torch.ones(cfg.d_model, dtype=cfg.dtype))
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        return self.hook_normalized(self.normalize(x) * self.w)
+        return self.hook_normalized(self.normalize(x)) * self.w

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from interp_transformer.components.layer_norm import LayerNorm, LayerNormPre, make_layer_norm
-
-
+from interp_transformer.components.rms_norm import RMSNorm, RMSNormPre
 
 def _inputs(*shape: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -60,18 +59,126 @@ def test_eps_is_used(cfg):
     torch.testing.assert_close(norm(constant), torch.zeros_like(constant), msg="a constant vector should normalise to 0")
 
 
+def _random_affine(norm: torch.nn.Module, seed: int = 1) -> None:
+    """Weights far from 1 and biases far from 0, so a hook taken after them cannot pass for one taken before."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        norm.w.copy_(torch.randn(norm.w.shape, generator=g) * 2.0 + 0.5)
+        if hasattr(norm, "b"):
+            norm.b.copy_(torch.randn(norm.b.shape, generator=g) * 2.0)
+
+
+def _record(point, seen: dict, key: str) -> None:
+    point.add(lambda a, hook: seen.__setitem__(key, a.detach().clone()))
+
+
 def test_hooks_see_scale_and_normalized(cfg):
     norm = LayerNorm(cfg)
-    norm.hook_scale.name, norm.hook_normalized.name = "hook_scale", "hook_normalized"
+    _random_affine(norm)
     seen = {}
-    for point in (norm.hook_scale, norm.hook_normalized):
-        point.add(lambda a, hook: seen.__setitem__(hook.name, a.detach().clone()))
+    _record(norm.hook_scale, seen, "scale")
+    _record(norm.hook_normalized, seen, "normalized")
     x = _inputs(2, 5, cfg.d_model)
     out = norm(x)
     expected_scale = (x.var(-1, unbiased=False, keepdim=True) + cfg.layer_norm_eps).sqrt()
-    assert seen["hook_scale"].shape == (2, 5, 1), "hook_scale should keep a singleton d_model axis [batch pos 1]"
-    torch.testing.assert_close(seen["hook_scale"], expected_scale, msg="hook_scale should be sqrt(biased var + eps)")
-    torch.testing.assert_close(seen["hook_normalized"], out)
+    assert seen["scale"].shape == (2, 5, 1), "hook_scale should keep a singleton d_model axis [batch pos 1]"
+    torch.testing.assert_close(seen["scale"], expected_scale, msg="hook_scale should be sqrt(biased var + eps)")
+    expected_normalized = (x - x.mean(-1, keepdim=True)) / expected_scale
+    torch.testing.assert_close(
+        seen["normalized"], expected_normalized,
+        msg="hook_normalized should be taken before w and b (TransformerLens >= 3.0), not after",
+    )
+
+
+@pytest.mark.parametrize("hooked", ["normalized", "normalized_and_scale"])
+def test_layer_norm_hook_normalized_is_before_weight_and_bias(cfg, hooked):
+    norm = LayerNorm(cfg)
+    _random_affine(norm)
+    seen = {}
+    _record(norm.hook_normalized, seen, "normalized")
+    if hooked == "normalized_and_scale":  # the other code path: the scale hooked too
+        _record(norm.hook_scale, seen, "scale")
+    x = _inputs(3, 7, cfg.d_model)
+    out = norm(x)
+    normalized = seen["normalized"]
+    torch.testing.assert_close(
+        normalized.mean(-1), torch.zeros(3, 7), atol=1e-5, rtol=0,
+        msg="hook_normalized should have zero mean per position (it is taken before the bias b)",
+    )
+    torch.testing.assert_close(
+        normalized.pow(2).mean(-1).sqrt(), torch.ones(3, 7), atol=1e-4, rtol=0,
+        msg="hook_normalized should have unit RMS per position (it is taken before the weight w)",
+    )
+    torch.testing.assert_close(out, normalized * norm.w + norm.b, msg="the output should be hook_normalized * w + b")
+    expected = F.layer_norm(x, (cfg.d_model,), norm.w, norm.b, eps=cfg.layer_norm_eps)
+    torch.testing.assert_close(out, expected, msg="hooking hook_normalized must not change LayerNorm's output")
+
+
+def test_editing_hook_normalized_changes_layer_norm_output(cfg):
+    norm = LayerNorm(cfg)
+    _random_affine(norm)
+    replacement = torch.randn(2, 5, cfg.d_model, generator=torch.Generator().manual_seed(7))
+    norm.hook_normalized.add(lambda a, hook: replacement)
+    out = norm(_inputs(2, 5, cfg.d_model))
+    torch.testing.assert_close(
+        out, replacement * norm.w + norm.b,
+        msg="the value a hook returns at hook_normalized should be what w and b are applied to",
+    )
+
+
+def test_rms_norm_hook_normalized_is_before_weight(cfg):
+    norm = RMSNorm(cfg)
+    _random_affine(norm)
+    seen = {}
+    _record(norm.hook_normalized, seen, "normalized")
+    x = _inputs(3, 7, cfg.d_model)
+    out = norm(x)
+    normalized = seen["normalized"]
+    torch.testing.assert_close(
+        normalized.pow(2).mean(-1).sqrt(), torch.ones(3, 7), atol=1e-4, rtol=0,
+        msg="RMSNorm's hook_normalized should have unit RMS per position (taken before the weight w)",
+    )
+    rms = (x.pow(2).mean(-1, keepdim=True) + cfg.layer_norm_eps).sqrt()
+    torch.testing.assert_close(out, x / rms * norm.w, msg="RMSNorm should be x / sqrt(mean(x^2) + eps) * w")
+    torch.testing.assert_close(out, normalized * norm.w, msg="RMSNorm's output should be hook_normalized * w")
+
+
+def test_editing_hook_normalized_changes_rms_norm_output(cfg):
+    norm = RMSNorm(cfg)
+    _random_affine(norm)
+    replacement = torch.randn(2, 5, cfg.d_model, generator=torch.Generator().manual_seed(7))
+    norm.hook_normalized.add(lambda a, hook: replacement)
+    out = norm(_inputs(2, 5, cfg.d_model))
+    torch.testing.assert_close(
+        out, replacement * norm.w, msg="the value a hook returns at hook_normalized should be what w multiplies"
+    )
+
+
+@pytest.mark.parametrize("norm_class", [LayerNormPre, RMSNormPre])
+def test_pre_variants_output_is_hook_normalized(cfg, norm_class):
+    norm = norm_class(cfg)
+    seen = {}
+    _record(norm.hook_normalized, seen, "normalized")
+    out = norm(_inputs(2, 5, cfg.d_model))
+    torch.testing.assert_close(seen["normalized"], out, msg=f"{norm_class.__name__} has no weights: output == hook_normalized")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("norm_class", [LayerNorm, RMSNorm])
+def test_reduced_precision_hooked_path_matches_float32(cfg, dtype, norm_class):
+    norm = norm_class(cfg)
+    _random_affine(norm)
+    x = torch.randn(2, 5, cfg.d_model, generator=torch.Generator().manual_seed(3)) * 400.0
+    expected = norm(x)  # float32 reference, same weights
+    half = norm.to(dtype)
+    seen = {}
+    _record(half.hook_normalized, seen, "normalized")
+    out = half(x.to(dtype))
+    assert out.dtype == dtype and seen["normalized"].dtype == dtype, "hook_normalized and the output keep the model's dtype"
+    assert torch.isfinite(out).all(), "half-precision norm overflowed: statistics must be computed in float32"
+    torch.testing.assert_close(
+        out.float(), expected, atol=0.05, rtol=0.02, msg="hooked half-precision norm should match float32 to rounding"
+    )
 
 
 def test_replacing_scale_changes_the_output(cfg):

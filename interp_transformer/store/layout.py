@@ -15,6 +15,7 @@ time stamp or the number of processes, so reruns and multi-process runs write id
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -52,7 +53,18 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}): it is truncated or corrupted (a killed run never leaves a partial "
+            "file, so something else changed it); restore it, or recreate the store"
+        ) from error
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    """Recorded in every shard and the manifest, so a shard from another store or run is recognised."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_shard(out: Path, index: int, tensors: dict[str, Tensor], metadata: dict[str, str], first_sequence: int) -> dict[str, Any]:

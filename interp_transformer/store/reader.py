@@ -4,6 +4,9 @@ Shards are memory-mapped (safetensors ``safe_open``) and only the rows asked for
 opening a store of any size is instant and costs no memory. Items are dicts: one tensor per
 hook plus ``"tokens"``. Open handles are per process and dropped when pickled, so the store
 works with a multi-worker ``DataLoader``.
+
+Nothing wrong is ever returned (see ``verification.py``): the manifest is checked on open, and
+each shard is hashed and its recorded index checked the first time a process reads it.
 """
 
 from __future__ import annotations
@@ -13,14 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
-from safetensors import safe_open
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from interp_transformer.cache_io import check_same_config
 from interp_transformer.config import TransformerConfig
-from interp_transformer.loading.integrity import sha256_of
 from interp_transformer.store import layout
+from interp_transformer.store.verification import check_manifest, open_verified_shard
 
 if TYPE_CHECKING:
     from interp_transformer.model import HookedTransformer
@@ -40,8 +42,13 @@ class ActivationStore(Dataset):
             hint = " (the run that writes it has not finished: rerun it with resume=True / --resume)" if (self.path / layout.SETTINGS_FILE).exists() else ""
             raise FileNotFoundError(f"no activation store at {self.path}: {manifest_path} does not exist{hint}")
         self.manifest = layout.read_json(manifest_path)
-        if self.manifest.get("format") != layout.FORMAT or self.manifest.get("format_version") != layout.FORMAT_VERSION:
-            raise ValueError(f"{manifest_path} is not an activation store this version reads (format {self.manifest.get('format')!r})")
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != layout.FORMAT or self.manifest.get("format_version") != layout.FORMAT_VERSION:
+            found = (self.manifest.get("format"), self.manifest.get("format_version")) if isinstance(self.manifest, dict) else type(self.manifest).__name__
+            raise ValueError(
+                f"{manifest_path} is not an activation store this version reads (format {found!r}; expected "
+                f"{(layout.FORMAT, layout.FORMAT_VERSION)!r})"
+            )
+        check_manifest(self.manifest, manifest_path)
         settings = self.manifest["settings"]
         self.cfg = TransformerConfig.from_dict(settings["model"]["config"])
         if model is not None:
@@ -78,6 +85,7 @@ class ActivationStore(Dataset):
             shard = bisect.bisect_right(self._starts, position) - 1
             first = self._starts[shard]
             end = min(stop, first + self.shards[shard]["n_sequences"])
+            assert end > position, "check_manifest guarantees contiguous shards, so every step advances"
             handle = self._handle(shard)
             for name in pieces:
                 pieces[name].append(handle.get_slice(name)[position - first : end - first])
@@ -96,11 +104,9 @@ class ActivationStore(Dataset):
 
     # --------------------------------------------------------------- integrity
     def verify(self) -> None:
-        """Recompute every shard's sha256 against the manifest (reads the whole store)."""
-        for shard in self.shards:
-            path = self.path / shard["file"]
-            if sha256_of(path) != shard["sha256"]:
-                raise ValueError(f"{path} does not match the sha256 in the manifest: it is corrupted or was overwritten")
+        """Check every shard now (sha256 and recorded index; reads the whole store) instead of on first read."""
+        for shard in range(len(self.shards)):
+            self._handle(shard)
 
     def _check_files(self) -> None:
         for shard in self.shards:
@@ -111,8 +117,8 @@ class ActivationStore(Dataset):
                 raise ValueError(f"{path} has {path.stat().st_size} bytes but the manifest records {shard['bytes']}: it is truncated or was overwritten")
 
     def _handle(self, shard: int) -> Any:
-        if shard not in self._handles:
-            self._handles[shard] = safe_open(str(self.path / self.shards[shard]["file"]), framework="pt")
+        if shard not in self._handles:  # the first read of this shard in this process: hash it once
+            self._handles[shard] = open_verified_shard(self.path, shard, self.manifest)
         return self._handles[shard]
 
     def __getstate__(self) -> dict[str, Any]:

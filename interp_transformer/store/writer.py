@@ -9,7 +9,6 @@ or how many processes shared the work.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -23,9 +22,11 @@ from interp_transformer import names as hook_names
 from interp_transformer import slicing
 from interp_transformer.caching import NamesFilter, position_axis, resolve_cache_filter
 from interp_transformer.config import DTYPES
+from interp_transformer.loading.integrity import sha256_of
 from interp_transformer.store import layout
 from interp_transformer.store.corpus import TokenStream, token_stream
 from interp_transformer.store.distributed import Workers, workers
+from interp_transformer.store.layout import settings_fingerprint as settings_fingerprint
 
 if TYPE_CHECKING:
     from interp_transformer.model import HookedTransformer
@@ -107,10 +108,6 @@ def per_sequence_shapes(
         sliced = slicing.apply_slice(torch.empty(full, device="meta"), pos_slice, position_axis(name))
         shapes[name] = tuple(sliced.shape[1:])
     return shapes
-
-
-def settings_fingerprint(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _claim_folder(out: Path, settings: dict[str, Any], resume: bool, team: Workers) -> None:
@@ -200,13 +197,19 @@ def _last_block_needed(model: "HookedTransformer", names: list[str]) -> int | No
 
 
 def _check_finished_shard(out: Path, index: int, first: int, tokens: Tensor) -> None:
-    stored = layout.read_shard_tokens(layout.shard_path(out, index))
+    path, record = layout.shard_path(out, index), layout.record_path(out, index)
+    if record.exists() and sha256_of(path) != layout.read_json(record).get("sha256"):
+        raise ValueError(
+            f"{path} does not match the sha256 in {record}: it changed since it was written (corrupted or "
+            "overwritten); delete it (and its .json record) and rerun with resume=True (--resume) to recompute it"
+        )
+    stored = layout.read_shard_tokens(path)
     if not torch.equal(stored, tokens):
         raise ValueError(
             f"shard {index} in {out} holds different tokens from this corpus's sequences {first}.."
             f"{first + tokens.shape[0] - 1}: the corpus changed since the store was started; use a new folder"
         )
-    if not layout.record_path(out, index).exists():  # interrupted between the shard's rename and its record
+    if not record.exists():  # interrupted between the shard's rename and its record
         layout.write_record(out, index, first, stored)
 
 

@@ -10,10 +10,10 @@
 None); the leading axes of the result are the ones left unpicked, as in ``model.QK[layer, head]``.
 All heads of a large model is big even factored: ``[layer head_index d_vocab d_head]`` per factor.
 
-The LayerNorm handling (``fold_layer_norm=True``, the default) is described in
-``layer_norm_folding``: ``ln1.w`` and the centring are folded into the head's reading weights, and
-each embedding row is divided by the scale the LayerNorm would give that row alone; the final
-LayerNorm's ``w`` and centring are folded into ``W_U``. Biases are not part of a circuit.
+The LayerNorm/RMSNorm handling (``fold_layer_norm=True``, the default) is described in
+``layer_norm_folding``: ``ln1.w`` and (LayerNorm only) the centring are folded into the head's
+reading weights, and each embedding row is divided by the scale the norm would give that row
+alone; the final norm's ``w`` and centring are folded into ``W_U`` the same way. Biases are not part of a circuit.
 ``fold_layer_norm=False`` uses the stored weights (TransformerLens's ``W_E @ model.QK @ W_E.T``).
 """
 

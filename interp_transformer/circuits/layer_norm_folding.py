@@ -1,22 +1,26 @@
-"""How circuit analyses account for the LayerNorm in front of a head or the unembedding.
+"""How circuit analyses account for the LayerNorm or RMSNorm in front of a head or the unembedding.
 
-A LayerNorm maps a residual vector ``x`` to ``(x - mean(x)) / scale(x) * w + b``. Everything in it
-is linear except the scale, so a weight ``W`` that reads its output reads the raw residual stream
-through ``C diag(w) W`` (``C`` removes the mean over ``d_model``), divided by a per-position
-scalar. The circuit analyses therefore:
+A LayerNorm maps a residual vector ``x`` to ``(x - mean(x)) / scale(x) * w + b`` with
+``scale = sqrt(mean((x - mean x)^2) + eps)``; an RMSNorm maps it to ``x / scale(x) * w`` with
+``scale = sqrt(mean(x^2) + eps)`` (no centring, no bias). Everything but the scale is linear, so a
+weight ``W`` that reads the norm's output reads the raw residual stream through ``C diag(w) W``
+(``C`` removes the mean over ``d_model``, LayerNorm only), divided by a per-position scalar. The
+circuit analyses therefore:
 
-- fold the centring and ``w`` into the reading weights (``W_Q``, ``W_K``, ``W_V`` and ``W_U``):
-  ``fold_into_reader``. For ``LNPre`` only the centring is folded; without normalisation nothing is.
-- divide each embedding row (token or position) by the scale the LayerNorm would give that row
-  alone, ``sqrt(var(row) + eps)``: ``scale_embedding_rows``. This is the "direct path" picture: the
-  head sees only that embedding, not the sum of embeddings and earlier outputs it really gets.
+- fold ``w`` (and, for LayerNorm, the centring) into the reading weights (``W_Q``, ``W_K``, ``W_V``
+  and ``W_U``): ``fold_into_reader``, the same rule as weight processing's ``fold_layer_norm``
+  (``loading.processing.fold_norm_into_weight``). For ``LNPre``/``RMSPre`` there is no ``w`` to
+  fold; without normalisation nothing is folded.
+- divide each embedding row (token or position) by the scale the norm would give that row alone:
+  ``scale_embedding_rows``. This is the "direct path" picture: the head sees only that embedding,
+  not the sum of embeddings and earlier outputs it really gets.
 - leave out the LayerNorm bias ``b``, as they leave out ``b_Q``, ``b_K``, ``b_V``: circuits are the
   bilinear (QK) or linear (OV) part of the map.
-- leave out the final LayerNorm's scale: it is one positive number per position, so it rescales a
+- leave out the final norm's scale: it is one positive number per position, so it rescales a
   row of logits without changing its order.
 
 With ``fold_layer_norm=False`` the analyses use the weights as stored (TransformerLens's
-behaviour on a model whose LayerNorms were not folded at load time).
+behaviour on a model whose norms were not folded at load time).
 """
 
 from __future__ import annotations
@@ -27,19 +31,19 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp_transformer.components.layer_norm import LayerNorm, LayerNormPre
+from interp_transformer.components.layer_norm import LayerNormPre
+from interp_transformer.components.rms_norm import RMSNormPre
+from interp_transformer.loading.processing import fold_norm_into_weight
 
 if TYPE_CHECKING:
     from interp_transformer.model import HookedTransformer
 
 
-def fold_into_reader(weight: Float[Tensor, "... d_model n"], layer_norm: nn.Module) -> Float[Tensor, "... d_model n"]:
-    """``C diag(w) W``: what ``W`` applied after ``layer_norm`` does to the raw residual stream (up to the scale)."""
-    if isinstance(layer_norm, LayerNorm):
-        weight = layer_norm.w[:, None] * weight
-    if isinstance(layer_norm, LayerNormPre):  # LayerNorm subclasses it: both centre
-        weight = weight - weight.mean(dim=-2, keepdim=True)
-    return weight
+def fold_into_reader(weight: Float[Tensor, "... d_model n"], norm: nn.Module) -> Float[Tensor, "... d_model n"]:
+    """``C diag(w) W``: what ``W`` applied after ``norm`` does to the raw residual stream (up to the scale)."""
+    if isinstance(norm, nn.Identity):
+        return weight
+    return fold_norm_into_weight(weight, getattr(norm, "w", None), centre=_centres(norm))
 
 
 def fold_into_readers_by_layer(
@@ -50,8 +54,21 @@ def fold_into_readers_by_layer(
 
 
 def scale_embedding_rows(model: "HookedTransformer", rows: Float[Tensor, "row d_model"]) -> Float[Tensor, "row d_model"]:
-    """Each row divided by the LayerNorm scale it would get on its own (unchanged without normalisation)."""
-    if model.cfg.normalization_type is None:
+    """Each row divided by the scale ``ln1`` would give it on its own (unchanged without normalisation)."""
+    norm = model.blocks[0].ln1
+    if isinstance(norm, nn.Identity):
         return rows
-    var = rows.var(dim=-1, correction=0, keepdim=True)
-    return rows / (var + model.cfg.layer_norm_eps).sqrt()
+    centred = rows - rows.mean(dim=-1, keepdim=True) if _centres(norm) else rows
+    return rows / (centred.pow(2).mean(dim=-1, keepdim=True) + norm.eps).sqrt()
+
+
+def _centres(norm: nn.Module) -> bool:
+    """True for LayerNorm (it removes the mean), False for RMSNorm; anything else is refused by name."""
+    if isinstance(norm, LayerNormPre):  # LayerNorm subclasses it
+        return True
+    if isinstance(norm, RMSNormPre):  # RMSNorm subclasses it
+        return False
+    raise TypeError(
+        f"circuits know how to fold LayerNorm, RMSNorm (with or without weights) or no normalisation, "
+        f"got a {type(norm).__name__}; pass fold_layer_norm=False to use the stored weights"
+    )

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from interp_transformer.config import TransformerConfig
@@ -33,6 +34,7 @@ from interp_transformer.config import TransformerConfig
 StateDict = dict[str, Tensor]
 FOLDED_NORMALIZATION = {"LN": "LNPre", "RMS": "RMSPre"}
 CENTRED_NORMALIZATION = ("LN", "LNPre")
+D_MODEL_AXIS = -2  # readers are [head_index d_model d_head] (W_Q, W_K, W_V) or [d_model n] (W_in, W_gate, W_U)
 
 
 def fold_layer_norm(state: StateDict, cfg: TransformerConfig) -> StateDict:
@@ -69,15 +71,27 @@ def _fold_into_readers(
     """``W <- diag(w) W`` (centred over d_model when the norm centres), ``b <- b + b_norm W``; drop the norm's tensors."""
     w = state.pop(f"{norm}.w")
     b = state.pop(f"{norm}.b", None)
-    d_model_axis = -2  # W_Q etc. are [head_index d_model d_head], W_in and W_U [d_model n]
     for weight_name, bias_name in readers:
         weight = state[weight_name]
         if b is not None and bias_name is not None:
-            state[bias_name] = state[bias_name] + (weight * b[:, None]).sum(d_model_axis)
-        weight = weight * w[:, None]
-        if centre:
-            weight = weight - weight.mean(d_model_axis, keepdim=True)
-        state[weight_name] = weight
+            state[bias_name] = state[bias_name] + (weight * b[:, None]).sum(D_MODEL_AXIS)
+        state[weight_name] = fold_norm_into_weight(weight, w, centre)
+
+
+def fold_norm_into_weight(
+    weight: Float[Tensor, "... d_model n"], norm_weight: Float[Tensor, "d_model"] | None, centre: bool
+) -> Float[Tensor, "... d_model n"]:
+    """``diag(w) W``, then centred over ``d_model`` when the norm centres (LayerNorm, not RMSNorm).
+
+    What a weight ``W`` that reads a norm's output does to the norm's input, up to the per-position
+    scale: the one LayerNorm/RMSNorm folding rule, shared by ``fold_layer_norm`` and the circuit
+    analyses. ``norm_weight=None`` is a weightless norm (``LNPre``/``RMSPre``).
+    """
+    if norm_weight is not None:
+        weight = weight * norm_weight[:, None]
+    if centre:
+        weight = weight - weight.mean(D_MODEL_AXIS, keepdim=True)
+    return weight
 
 
 def folded_layer_norm_config(cfg: TransformerConfig) -> TransformerConfig:

@@ -30,11 +30,21 @@ def model_with_trained_looking_layer_norms(**overrides) -> HookedTransformer:
 
 
 def layer_norm_without_bias(model: HookedTransformer, x: torch.Tensor, layer_norm) -> torch.Tensor:
-    """What the LayerNorm module computes, minus its bias (circuits leave biases out)."""
+    """What the LayerNorm or RMSNorm module computes, minus its bias (circuits leave biases out)."""
     weight = getattr(layer_norm, "w", None)
     if model.cfg.normalization_type is None:
         return x
+    if model.cfg.normalization_type in ("RMS", "RMSPre"):  # x / sqrt(mean(x^2) + eps) * w: no centring
+        normed = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.layer_norm_eps).sqrt()
+        return normed if weight is None else normed * weight
     return F.layer_norm(x, (model.cfg.d_model,), weight, None, model.cfg.layer_norm_eps)
+
+
+def norm_scale(model: HookedTransformer, x: torch.Tensor) -> torch.Tensor:
+    """The per-row scale the model's norm divides by: centred for LayerNorm, not for RMSNorm."""
+    if model.cfg.normalization_type in ("RMS", "RMSPre"):
+        return (x.pow(2).mean(-1, keepdim=True) + model.cfg.layer_norm_eps).sqrt()
+    return (x.var(-1, correction=0, keepdim=True) + model.cfg.layer_norm_eps).sqrt()
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
@@ -42,9 +52,9 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> Non
     torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-12, msg=lambda m: f"{what}: {m}")
 
 
-@pytest.fixture
-def model() -> HookedTransformer:
-    return model_with_trained_looking_layer_norms()
+@pytest.fixture(params=["LN", "RMS"])
+def model(request) -> HookedTransformer:
+    return model_with_trained_looking_layer_norms(normalization_type=request.param)
 
 
 def test_model_QK_and_OV_are_the_stored_weights_of_each_head(model):
@@ -67,7 +77,7 @@ def test_folded_circuits_act_on_raw_residual_vectors_like_the_layer_norm(model):
     """x QK y^T / (scale_x scale_y) is the head's (bias-free) score of raw residual vectors x and y."""
     residual = torch.randn(2, 5, model.cfg.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
     x, y = residual
-    scale = lambda v: (v.var(-1, correction=0, keepdim=True) + model.cfg.layer_norm_eps).sqrt()  # noqa: E731
+    scale = lambda v: norm_scale(model, v)  # noqa: E731
     qk, ov = qk_circuits(model), ov_circuits(model)
     for layer in range(model.cfg.n_layers):
         ln = model.blocks[layer].ln1
@@ -80,7 +90,7 @@ def test_folded_circuits_act_on_raw_residual_vectors_like_the_layer_norm(model):
             assert_close((x / scale(x)) @ ov[layer, head].AB, expected_ov, f"folded OV of L{layer}H{head}")
 
 
-@pytest.mark.parametrize("normalization_type", ["LN", "LNPre", None])
+@pytest.mark.parametrize("normalization_type", ["LN", "LNPre", "RMS", "RMSPre", None])
 def test_token_and_positional_qk_circuits_are_the_direct_path_scores(normalization_type):
     model = model_with_trained_looking_layer_norms(normalization_type=normalization_type)
     layer, head = 1, 2
@@ -93,14 +103,15 @@ def test_token_and_positional_qk_circuits_are_the_direct_path_scores(normalizati
         assert_close(circuit(model, layer, head, fold_layer_norm=False).AB, raw, f"{circuit.__name__}, fold_layer_norm=False")
 
 
-@pytest.mark.parametrize("normalization_type", ["LN", "LNPre", None])
+@pytest.mark.parametrize("normalization_type", ["LN", "LNPre", "RMS", "RMSPre", None])
 def test_ov_unembed_circuit_is_the_direct_path_logits(normalization_type):
     model = model_with_trained_looking_layer_norms(normalization_type=normalization_type)
     layer, head = 0, 3
     attn = model.blocks[layer].attn
     written = layer_norm_without_bias(model, model.W_E, model.blocks[layer].ln1) @ attn.W_V[head] @ attn.W_O[head]
-    if normalization_type is not None:  # the final LayerNorm centres and multiplies by w; its scale is left out
-        written = written - written.mean(-1, keepdim=True)
+    if normalization_type is not None:  # the final norm (centres, if LayerNorm, and) multiplies by w; its scale is left out
+        if normalization_type.startswith("LN"):
+            written = written - written.mean(-1, keepdim=True)
         written = written * getattr(model.ln_final, "w", torch.ones(1, dtype=written.dtype))
     assert_close(ov_unembed_circuit(model, layer, head).AB, written @ model.W_U, f"ov_unembed_circuit with {normalization_type}")
     raw = model.W_E @ attn.W_V[head] @ attn.W_O[head] @ model.W_U

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -28,6 +29,9 @@ FORMAT = "interp_transformer.activation_cache"
 FORMAT_VERSION = 1
 TENSOR_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
+SIDECAR_FIELDS = ("names", "has_batch_dim", "config", "config_fingerprint", "sha256")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since torch 1.6
+PICKLE_PROTO = 0x80  # pickle protocol 2+ opcode; torch's legacy format starts with it too
 
 
 def cache_paths(path: str | Path) -> tuple[Path, Path]:
@@ -67,22 +71,60 @@ def load_cache(
     from interp_transformer.cache import ActivationCache
 
     tensor_path, sidecar_path = cache_paths(path)
+    for candidate in dict.fromkeys([Path(path), tensor_path]):  # sniffed before anything else: a pickle is never opened by torch
+        _refuse_pickles(candidate)
     if not sidecar_path.is_file():
         raise FileNotFoundError(f"no saved cache at {path}: {sidecar_path} does not exist (save writes NAME.safetensors + NAME.json)")
-    sidecar = json.loads(sidecar_path.read_text())
-    if sidecar.get("format") != FORMAT or sidecar.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{sidecar_path} is not an activation cache this version reads (format {sidecar.get('format')!r} "
-            f"version {sidecar.get('format_version')!r}; expected {FORMAT!r} version {FORMAT_VERSION})"
-        )
+    sidecar = _read_sidecar(sidecar_path)
     cfg = TransformerConfig.from_dict(sidecar["config"])
     if model is not None:
         check_same_config(model.cfg, cfg, sidecar["config_fingerprint"], f"the cache at {tensor_path}")
+    if not tensor_path.is_file():
+        raise FileNotFoundError(f"{tensor_path} does not exist, but its sidecar {sidecar_path} does: restore it or save the cache again")
     if sha256_of(tensor_path) != sidecar["sha256"]:
         raise ValueError(f"{tensor_path} does not match the sha256 in {sidecar_path}: it is truncated, corrupted or was overwritten")
-    tensors = load_file(str(tensor_path), device=str(device) if device is not None else "cpu")
+    try:
+        tensors = load_file(str(tensor_path), device=str(device) if device is not None else "cpu")
+    except SafetensorError as error:
+        raise ValueError(f"cannot read {tensor_path}: it is not a valid safetensors file ({error}); save the cache again") from error
+    missing = [name for name in sidecar["names"] if name not in tensors]
+    if missing:
+        raise ValueError(f"{sidecar_path} lists {missing}, which {tensor_path} does not hold: the two files do not belong together; save the cache again")
     ordered = {name: tensors[name] for name in sidecar["names"]}
     return ActivationCache(ordered, model, has_batch_dim=sidecar["has_batch_dim"], cfg=cfg)
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): it is truncated or corrupted; save the cache again") from error
+    if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT or sidecar.get("format_version") != FORMAT_VERSION:
+        found = (sidecar.get("format"), sidecar.get("format_version")) if isinstance(sidecar, dict) else type(sidecar).__name__
+        raise ValueError(f"{path} is not an activation cache this version reads (format {found!r}; expected {FORMAT!r} version {FORMAT_VERSION})")
+    missing = [key for key in SIDECAR_FIELDS if key not in sidecar]
+    if missing:
+        raise ValueError(f"{path} lacks the field(s) {missing}: it was edited or damaged; save the cache again")
+    return sidecar
+
+
+def _refuse_pickles(path: Path) -> None:
+    """ValueError when ``path`` is a pickle (torch.save or plain): loading one can run arbitrary code."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if start == ZIP_MAGIC:
+        kind = "a zip archive (the format torch.save writes: a pickle inside)"
+    elif len(start) >= 2 and start[0] == PICKLE_PROTO and 2 <= start[1] <= 5:
+        kind = "a Python pickle"
+    else:
+        return
+    raise ValueError(
+        f"{path} is {kind}, not a safetensors file: ActivationCache.load reads only the NAME.safetensors + NAME.json "
+        "pair that cache.save writes, and never loads pickles (unpickling can run arbitrary code). If you trust the "
+        "file, read it with torch.load(path, weights_only=True), build ActivationCache(tensors, model) and save that"
+    )
 
 
 def check_same_config(actual: TransformerConfig, saved: TransformerConfig, saved_fingerprint: str, what: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -15,6 +16,13 @@ ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "relu", "silu")
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
 POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary")
 ATTN_TYPES = ("global", "local")
+INT_FIELDS = ("d_model", "n_layers", "n_heads", "d_head", "d_vocab", "n_ctx", "d_vocab_out")
+OPTIONAL_INT_FIELDS = ("d_mlp", "seed", "rotary_dim", "n_key_value_heads", "window_size")
+BOOL_FIELDS = (
+    "attn_only", "use_attn_result", "use_split_qkv_input", "use_hook_mlp_in", "allow_d_model_mismatch",
+    "default_prepend_bos", "gated_mlp", "parallel_attn_mlp",
+)
+POSITIVE_FLOAT_FIELDS = ("layer_norm_eps", "init_range", "attn_scale", "rotary_base")
 DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -99,11 +107,11 @@ class TransformerConfig:
         self._validate()
 
     def _validate(self) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "d_head", "d_vocab", "n_ctx"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not self.attn_only and (not isinstance(self.d_mlp, int) or self.d_mlp <= 0):
+        self._validate_types()
+        for name in ("d_model", "n_layers", "n_heads", "d_head", "d_vocab", "n_ctx", "d_vocab_out"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not self.attn_only and (self.d_mlp is None or self.d_mlp <= 0):
             raise ValueError(f"d_mlp must be a positive int for a model with MLPs, got {self.d_mlp!r} (or set attn_only=True)")
         if self.d_model != self.n_heads * self.d_head and not self.allow_d_model_mismatch:
             raise ValueError(
@@ -146,18 +154,49 @@ class TransformerConfig:
                 )
             if "local" in self.attn_types and (not isinstance(self.window_size, int) or self.window_size <= 0):
                 raise ValueError(f"local attention layers need a positive int window_size, got {self.window_size!r}")
-        if self.layer_norm_eps <= 0:
-            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
-        if self.init_range <= 0:
-            raise ValueError(f"init_range must be positive, got {self.init_range}")
+        for name in POSITIVE_FLOAT_FIELDS:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.window_size is not None and self.window_size <= 0:
+            raise ValueError(f"window_size must be a positive int or None, got {self.window_size!r}")
+
+    def _validate_types(self) -> None:
+        """Wrong types fail here, before any arithmetic; bools are refused where ints are meant (True == 1)."""
+        for name in INT_FIELDS + OPTIONAL_INT_FIELDS:
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_INT_FIELDS:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+        for name in BOOL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        for name in POSITIVE_FLOAT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        for name in ("model_name", "act_fn", "positional_embedding_type"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}")
 
     def replace(self, **changes: Any) -> "TransformerConfig":
-        """A copy with some fields changed (derived fields are re-derived unless given)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if "d_head" in changes and "attn_scale" not in changes:
-            values["attn_scale"] = None
-        if "d_vocab" in changes and "d_vocab_out" not in changes:
-            values["d_vocab_out"] = None
+        """A copy with some fields changed.
+
+        A derived field (``attn_scale``, ``d_vocab_out``, ``rotary_dim``) that holds its derived
+        value is re-derived from the new sources unless given; one set to something else (GPT-Neo's
+        ``attn_scale=1``, a partial ``rotary_dim``) is kept as it was.
+        """
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - fields)
+        if unknown:
+            close = {name: difflib.get_close_matches(name, fields, n=3) for name in unknown}
+            raise TypeError(f"unknown TransformerConfig fields {unknown} (closest: {close}); valid fields are {sorted(fields)}")
+        values = {name: getattr(self, name) for name in fields}
+        for derived, sources, derive in _DERIVED_FIELDS:
+            if derived not in changes and any(name in changes for name in sources) and getattr(self, derived) == derive(self):
+                values[derived] = None
         values.update(changes)
         return TransformerConfig(**values)
 
@@ -179,3 +218,12 @@ class TransformerConfig:
         """Short stable hash of the config, used to tie saved activations to a model shape."""
         text = json.dumps(self.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# (derived field, the fields it is derived from, its derived value); __post_init__ fills a None with it.
+_DERIVED_FIELDS = (
+    ("attn_scale", ("d_head",), lambda cfg: math.sqrt(cfg.d_head)),
+    ("d_vocab_out", ("d_vocab",), lambda cfg: cfg.d_vocab),
+    ("rotary_dim", ("d_head", "positional_embedding_type"),
+     lambda cfg: cfg.d_head if cfg.positional_embedding_type == "rotary" else None),
+)

@@ -70,11 +70,16 @@ def test_d_model_mismatch_allowed_when_asked_and_the_model_runs():
         (dict(dtype="float8"), r"dtype 'float8' is not supported; use one of \['bfloat16', 'float16', 'float32', 'float64'\]"),
         (dict(n_layers=0), r"n_layers must be a positive int, got 0"),
         (dict(d_vocab=-3), r"d_vocab must be a positive int, got -3"),
-        (dict(n_ctx=2.5), r"n_ctx must be a positive int, got 2.5"),
+        (dict(d_vocab_out=0), r"d_vocab_out must be a positive int, got 0"),
         (dict(d_mlp=None), r"d_mlp must be a positive int for a model with MLPs, got None \(or set attn_only=True\)"),
         (dict(d_mlp=0), r"d_mlp must be a positive int"),
         (dict(layer_norm_eps=0.0), r"layer_norm_eps must be positive, got 0.0"),
         (dict(init_range=-0.1), r"init_range must be positive, got -0.1"),
+        (dict(layer_norm_eps=float("nan")), r"layer_norm_eps must be positive, got nan"),
+        (dict(attn_scale=0.0), r"attn_scale must be positive, got 0.0"),
+        (dict(attn_scale=float("inf")), r"attn_scale must be positive, got inf"),
+        (dict(positional_embedding_type="rotary", rotary_base=-1.0), r"rotary_base must be positive, got -1.0"),
+        (dict(window_size=0), r"window_size must be a positive int or None, got 0"),
     ],
 )
 def test_invalid_values_raise_value_error_naming_value_and_alternatives(cfg, overrides, pattern):
@@ -155,6 +160,57 @@ def test_replace_rederives_derived_fields(cfg):
     assert bigger_vocab.d_vocab_out == 500, "changing d_vocab should re-derive d_vocab_out"
     explicit = cfg.replace(d_head=16, d_model=64, attn_scale=1.0)
     assert explicit.attn_scale == 1.0, "an attn_scale given to replace() must win over re-derivation"
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        # True == 1 and isinstance(True, int): without a bool check these silently build a 1-layer model.
+        (dict(n_layers=True), r"n_layers must be an int, got True \(bool\)"),
+        (dict(n_heads=False), r"n_heads must be an int, got False \(bool\)"),
+        (dict(d_mlp=True), r"d_mlp must be an int, got True \(bool\)"),
+        (dict(n_ctx=2.5), r"n_ctx must be an int, got 2.5 \(float\)"),
+        (dict(d_model=32.0), r"d_model must be an int, got 32.0 \(float\)"),
+        (dict(seed="0"), r"seed must be an int, got '0' \(str\)"),
+        # Any non-empty string is truthy: "no" would silently switch the MLPs off.
+        (dict(attn_only="no"), r"attn_only must be True or False, got 'no' \(str\)"),
+        (dict(default_prepend_bos=0), r"default_prepend_bos must be True or False, got 0 \(int\)"),
+        (dict(layer_norm_eps="1e-5"), r"layer_norm_eps must be a number, got '1e-5' \(str\)"),
+        (dict(attn_scale=True), r"attn_scale must be a number, got True \(bool\)"),
+    ],
+)
+def test_wrong_types_raise_type_error(cfg, overrides, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        cfg.replace(**overrides)
+    with pytest.raises(TypeError, match=pattern):
+        TransformerConfig(**(cfg.to_dict() | overrides))
+
+
+def test_replace_rederives_rotary_dim_with_d_head(cfg):
+    rotary = cfg.replace(positional_embedding_type="rotary")
+    assert rotary.rotary_dim == 8, "rotary_dim should default to d_head"
+    wider = rotary.replace(d_head=16, d_model=64)
+    assert wider.rotary_dim == 16, (
+        f"after replace(d_head=16) rotary_dim is {wider.rotary_dim}: the old derived value was kept, so only half "
+        "of each head would rotate"
+    )
+    assert wider == TransformerConfig(**(cfg.to_dict() | dict(positional_embedding_type="rotary", d_head=16, d_model=64, attn_scale=None))), (
+        "replace() should give the same config as building it from scratch"
+    )
+    assert rotary.replace(positional_embedding_type="standard").rotary_dim is None, "rotary_dim means nothing without rotary"
+
+
+def test_replace_keeps_derived_fields_that_were_set_explicitly(cfg):
+    partial = cfg.replace(positional_embedding_type="rotary", rotary_dim=4)
+    assert partial.replace(d_head=16, d_model=64).rotary_dim == 4, "a partial rotary_dim (GPT-NeoX) is not derived: keep it"
+    unscaled = cfg.replace(attn_scale=1.0)  # GPT-Neo does not scale attention scores
+    assert unscaled.replace(d_head=16, d_model=64).attn_scale == 1.0, "an explicit attn_scale must survive a d_head change"
+    assert cfg.replace(positional_embedding_type="rotary", rotary_dim=6).replace(rotary_dim=4).rotary_dim == 4
+
+
+def test_replace_names_unknown_fields_and_the_closest_ones(cfg):
+    with pytest.raises(TypeError, match=r"unknown TransformerConfig fields \['n_layer'\] \(closest: \{'n_layer': \['n_layers'"):
+        cfg.replace(n_layer=3)
 
 
 def test_replace_validates(cfg):

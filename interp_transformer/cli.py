@@ -28,9 +28,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind, names in available_models().items():
             print(f"{kind}: {', '.join(names) or '(none)'}")
         return 0
+    return run_demo_command(args)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
     from interp_transformer.demo import run_demo
 
-    run_demo(args.model, args.prompt, args.out)
+    try:
+        run_demo(args.model, args.prompt, args.out)
+    except (ValueError, KeyError, TypeError, OSError) as error:  # bad settings: one line, as `cache` reports them
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"interp-transformer demo: error: {message}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,56 @@
+"""``interp-transformer demo`` failures: one line on stderr, a non-zero exit, and no output folder left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from interp_transformer import demo
+from interp_transformer.cli import main
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, f"a bad input should give a one-line error, not a traceback:\n{err}"
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("demo report:")]  # tqdm's bar
+    assert len(lines) == 1 and lines[0].startswith("interp-transformer demo: error: "), f"expected one error line, got:\n{err}"
+    return lines[0]
+
+
+def test_unknown_model_is_one_line_error_and_creates_no_folder(tmp_path, capsys):
+    out = tmp_path / "nested" / "report"
+    assert main(["demo", "--model", "no-such-model", "--out", str(out)]) == 1
+    assert "no-such-model" in _one_line_error(capsys)
+    assert not (tmp_path / "nested").exists(), "a failed demo must not leave the output folder (or its parents) it created"
+
+
+def test_unknown_model_leaves_an_existing_folder_alone(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["demo", "--model", "no-such-model", "--out", str(tmp_path)]) == 1
+    _one_line_error(capsys)
+    assert (tmp_path / "notes.txt").read_text() == "mine", "the user's folder and its files must survive a failed demo"
+
+
+def test_prompt_without_a_repeat_is_refused_before_the_folder_is_made(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["demo", "--prompt", "river castle garden morning", "--out", str(out)]) == 1
+    assert "--prompt" in _one_line_error(capsys), "the error should name the flag to change"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_failure_while_writing_removes_only_a_folder_the_demo_created(tmp_path, capsys, monkeypatch, existing):
+    def broken_section(model, out):
+        raise ValueError("copying scores failed")
+
+    monkeypatch.setattr(demo, "copying_section", broken_section)
+    out = tmp_path / "made" / "report"
+    if existing:
+        out.mkdir(parents=True)
+    assert main(["demo", "--out", str(out)]) == 1
+    assert "copying scores failed" in _one_line_error(capsys)
+    if existing:
+        assert out.is_dir(), "a folder that existed before the run belongs to the user: keep it"
+    else:
+        assert not (tmp_path / "made").exists(), (
+            "the demo created this folder and then failed half-way; it should remove it rather than leave a partial report"
+        )

@@ -13,6 +13,7 @@ Dimension words (the one vocabulary used across the package):
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -124,15 +125,24 @@ _ALIASES = {
     "query": "q",
     "value": "v",
     "mlp_pre": "pre",
-    "mlp_mid": "mid",
     "mlp_post": "post",
 }
 _ATTN_NAMES = {"q", "k", "v", "z", "result", "pattern", "attn_scores", "rot_q", "rot_k"}
-_MLP_NAMES = {"pre", "post", "mid", "pre_linear"}
+_MLP_NAMES = {"pre", "post", "pre_linear"}
 _LN_NAMES = {"scale", "normalized"}
+_TOP_NAMES = {"embed", "pos_embed"}
+# Every kind a hook name can have, from the table, so the two cannot drift apart.
+_KINDS = {name.rsplit("hook_", 1)[-1] for name, _, _ in BLOCK_HOOKS} | _TOP_NAMES
 _LAYER_TYPE_ALIASES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
 # TransformerLens's compact form: "pattern3" -> ("pattern", 3), "scale4ln1" -> ("scale", 4, "ln1").
 _COMPACT = re.compile(r"([a-z]+)(\d+)([a-z]?.*)")
+
+
+class ActNameError(KeyError, ValueError):
+    """A name ``get_act_name`` cannot expand. A KeyError, so ``key in cache`` stays False for it."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0])
 
 
 def get_act_name(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
@@ -142,26 +152,69 @@ def get_act_name(name: str, layer: int | None = None, layer_type: str | None = N
     ``get_act_name("scale", 2, "ln1") -> "blocks.2.ln1.hook_scale"``,
     ``get_act_name("scale") -> "ln_final.hook_scale"``, ``get_act_name("pattern3")`` as
     ``get_act_name("pattern", 3)``. Full names pass through unchanged.
+
+    An unknown kind (``"patern"``), a layer type that does not hold the kind, a per-block kind
+    without a layer or a layer that is not a non-negative int raise ``ActNameError`` (both a
+    ValueError and a KeyError) naming the closest valid kinds, instead of a name no model has.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"get_act_name takes a hook kind such as 'pattern' or a full hook name, got {name!r}")
     if "." in name or name.startswith("hook_"):
         return name
     compact = _COMPACT.fullmatch(name) if layer is None and layer_type is None else None
-    if compact is not None:
+    if compact is not None and compact.group(1) in _KINDS | set(_ALIASES):
         name, layer, layer_type = compact.group(1), int(compact.group(2)), compact.group(3) or None
-    name = _ALIASES.get(name, name)
+    kind = _check_kind(name)
+    _check_layer(kind, layer)
+    natural = _natural_layer_type(kind, layer)
     if layer_type is not None:
         layer_type = _LAYER_TYPE_ALIASES.get(layer_type, layer_type)
-    elif name in _ATTN_NAMES:
-        layer_type = "attn"
-    elif name in _MLP_NAMES:
-        layer_type = "mlp"
-    elif name in _LN_NAMES and layer is None:
-        layer_type = "ln_final"
-    elif name in _LN_NAMES:
-        raise ValueError(f"get_act_name({name!r}, {layer}) needs layer_type 'ln1' or 'ln2' to pick a LayerNorm")
+        allowed = ("ln1", "ln2") if natural is None else (natural,)
+        if layer_type not in allowed:
+            where = " or ".join(repr(t) for t in allowed)
+            raise ActNameError(f"get_act_name({name!r}, {layer}, {layer_type!r}): hook_{kind} lives in layer_type {where}")
+    elif natural is None:
+        raise ActNameError(f"get_act_name({name!r}, {layer}) needs layer_type 'ln1' or 'ln2' to pick a LayerNorm")
+    else:
+        layer_type = natural
     prefix = "" if layer is None else f"blocks.{layer}."
     middle = f"{layer_type}." if layer_type else ""
-    return f"{prefix}{middle}hook_{name}"
+    return f"{prefix}{middle}hook_{kind}"
+
+
+def _check_kind(name: str) -> str:
+    kind = _ALIASES.get(name, name)
+    if kind not in _KINDS:
+        valid = sorted(_KINDS | set(_ALIASES))
+        close = difflib.get_close_matches(name, valid, n=4, cutoff=0.5)
+        hint = f"did you mean {close}? " if close else ""
+        raise ActNameError(f"unknown activation name {name!r}; {hint}valid names: {valid} (or a full hook name)")
+    return kind
+
+
+def _check_layer(kind: str, layer: Any) -> None:
+    if layer is None:
+        if kind not in _TOP_NAMES | _LN_NAMES:
+            raise ActNameError(f"{kind!r} is computed in every block: give a layer, e.g. get_act_name({kind!r}, 0)")
+        return
+    if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
+        raise ActNameError(
+            f"layer must be a non-negative int, got {layer!r}; get_act_name does not know the model, so it cannot "
+            "count from the end (cache[name, -1] can)"
+        )
+    if kind in _TOP_NAMES:
+        raise ActNameError(f"hook_{kind} is outside the blocks: call get_act_name({kind!r}) without a layer")
+
+
+def _natural_layer_type(kind: str, layer: int | None) -> str | None:
+    """The layer type a kind lives in; None for a block LayerNorm, where the caller must say which."""
+    if kind in _ATTN_NAMES:
+        return "attn"
+    if kind in _MLP_NAMES:
+        return "mlp"
+    if kind in _LN_NAMES:
+        return "ln_final" if layer is None else None
+    return ""
 
 
 def act_name_from_key(key: Any, n_layers: int) -> str:

@@ -131,3 +131,49 @@ def test_model_offers_exactly_the_hook_points_in_the_table(cfg, overrides):
     assert list(model.hook_dict) == list(names.hook_shapes(config)), (
         "a hook point exists that the table lacks (or the reverse): hooks on it would never fire"
     )
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (("patern", 0), r"unknown activation name 'patern'; did you mean \['pattern'"),
+        (("patern",), r"unknown activation name 'patern'; did you mean \['pattern'"),
+        (("patern3",), r"unknown activation name 'patern3'; did you mean \['pattern'"),
+        (("resid_pree", 1), r"did you mean \['resid_pre'"),
+        (("mid", 0), r"unknown activation name 'mid'"),  # TransformerLens's SoLU hook: no model here has it
+        (("scale", 0, "ln3"), r"hook_scale lives in layer_type 'ln1' or 'ln2'"),
+        (("q", 0, "mlp"), r"hook_q lives in layer_type 'attn'"),
+        (("resid_pre",), r"'resid_pre' is computed in every block: give a layer"),
+        (("pattern",), r"'pattern' is computed in every block"),
+        (("resid_pre", -1), r"layer must be a non-negative int, got -1.*cache\[name, -1\]"),
+        (("resid_pre", "1"), r"layer must be a non-negative int, got '1'"),
+        (("resid_pre", True), r"layer must be a non-negative int, got True"),
+        (("embed", 0), r"hook_embed is outside the blocks"),
+    ],
+)
+def test_get_act_name_refuses_names_no_model_has(args, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        get_act_name(*args)
+
+
+def test_get_act_name_error_is_a_key_error_so_cache_membership_stays_false(cfg):
+    from interp_transformer.names import ActNameError
+
+    assert issubclass(ActNameError, KeyError), "cache['patern'] must stay a KeyError (Mapping.__contains__ relies on it)"
+    _, cache = HookedTransformer(cfg).run_with_cache(torch.zeros(1, 3, dtype=torch.long))
+    assert "patern" not in cache and "resid_pre" not in cache
+    assert "pattern3" not in cache, "layer 3 does not exist in a 2-layer model"
+
+
+def test_every_kind_get_act_name_accepts_names_a_real_hook(cfg):
+    """The accepted kinds come from the table: each expands to a hook some configuration has."""
+    from interp_transformer.names import _KINDS
+
+    table = {}
+    for overrides in ({"use_attn_result": True, "use_split_qkv_input": True, "use_hook_mlp_in": True},
+                      {"positional_embedding_type": "rotary", "gated_mlp": True}):
+        table |= names.hook_shapes(cfg.replace(**overrides))
+    for kind in _KINDS:
+        layer_type = "ln1" if kind in ("scale", "normalized") else None
+        layer = None if kind in ("embed", "pos_embed") else 0
+        assert get_act_name(kind, layer, layer_type) in table, f"get_act_name accepts {kind!r} but no hook has that name"

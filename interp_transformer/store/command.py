@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
+from interp_transformer.config import DTYPES
+from interp_transformer.store.corpus import default_seq_len
 from interp_transformer.store.writer import DEFAULT_SHARD_BYTES
 
 if TYPE_CHECKING:
@@ -36,7 +39,7 @@ def add_cache_command(commands: argparse._SubParsersAction) -> None:
     cache.add_argument("--hooks", required=True, help="comma-separated hook names or glob patterns, e.g. 'blocks.*.hook_resid_post'")
     cache.add_argument("--out", type=Path, required=True, help="output folder")
     cache.add_argument("--batch-size", type=int, default=8)
-    cache.add_argument("--seq-len", type=int, default=None, help="tokens per sequence for text data (default 128)")
+    cache.add_argument("--seq-len", type=int, default=None, help="tokens per sequence for text data (default: 128, or the model's n_ctx if shorter)")
     cache.add_argument("--dtype", default=None, help="stored dtype: float32, float16, bfloat16 (default: the model's)")
     cache.add_argument("--pos-slice", default=None, help="positions to keep: an index (-1) or START:STOP (default: all)")
     cache.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_BYTES / 2**20, help="approximate shard size in MiB")
@@ -50,11 +53,14 @@ def run_cache_command(args: argparse.Namespace) -> int:
     from interp_transformer.store.writer import cache_dataset
 
     try:
+        check_flags(args)
         device = _device(args.device)
         model = HookedTransformer.from_pretrained(args.model, device=device).eval()
+        corpus = read_corpus(args.data)
+        check_seq_len(args, model, corpus)
         manifest_path = cache_dataset(
             model,
-            read_corpus(args.data),
+            corpus,
             hooks_from_pattern(model, args.hooks),
             args.out,
             batch_size=args.batch_size,
@@ -73,6 +79,36 @@ def run_cache_command(args: argparse.Namespace) -> int:
         manifest = json.loads(manifest_path.read_text())
         print(f"wrote {manifest['n_sequences']} sequences ({manifest['n_tokens']} tokens) in {len(manifest['shards'])} shards: {manifest_path}")
     return 0
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Settings errors in the user's terms (the flag to change), found before the model loads or --out is touched."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} must be at least 1")
+    if not (math.isfinite(args.shard_mb) and args.shard_mb > 0):
+        raise ValueError(f"--shard-mb {args.shard_mb:g} must be a positive number of MiB (default {DEFAULT_SHARD_BYTES / 2**20:g})")
+    if args.dtype is not None and args.dtype not in DTYPES:
+        raise ValueError(f"--dtype {args.dtype!r} is not supported; use one of {sorted(DTYPES)}, or leave it out to keep the model's dtype")
+    if args.seq_len is not None and args.seq_len < 1:
+        raise ValueError(f"--seq-len {args.seq_len} must be at least 1")
+
+
+def check_seq_len(args: argparse.Namespace, model: "HookedTransformer", corpus: Any) -> None:
+    """--seq-len against the model's context and the data, so cache_dataset never fails on it mid-run."""
+    seq_len, n_ctx = args.seq_len, model.cfg.n_ctx
+    if seq_len is None:
+        return
+    if seq_len > n_ctx:
+        raise ValueError(
+            f"--seq-len {seq_len} is longer than the context of {args.model} ({n_ctx} tokens); pass --seq-len {n_ctx} "
+            f"or less, or leave it out (the default is {default_seq_len(n_ctx)})"
+        )
+    if isinstance(corpus, torch.Tensor) and corpus.ndim == 2 and corpus.shape[1] != seq_len:
+        raise ValueError(f"--seq-len {seq_len} does not match {args.data}, whose sequences have length {corpus.shape[1]}; leave --seq-len out for a token file")
+    tokenizer = model.tokenizer
+    prepends_bos = model.cfg.default_prepend_bos and tokenizer is not None and tokenizer.bos_token_id is not None
+    if not isinstance(corpus, torch.Tensor) and prepends_bos and seq_len < 2:
+        raise ValueError(f"--seq-len {seq_len} leaves no room for text after the BOS token each sequence starts with; pass --seq-len 2 or more")
 
 
 def hooks_from_pattern(model: "HookedTransformer", pattern: str) -> list[str]:

@@ -4,8 +4,9 @@ Accepted corpora:
 
 - a ``[n_sequences pos]`` integer tensor: each row is one sequence;
 - an iterable of strings: documents are tokenized in order, joined with the EOS token, and
-  cut into ``seq_len``-token sequences (each starting with BOS when the model prepends one,
-  as TransformerLens's ``tokenize_and_concatenate`` does); the incomplete tail is dropped;
+  cut into ``seq_len``-token sequences (default ``min(128, n_ctx)``), each starting with BOS
+  when the model prepends one, as TransformerLens's ``tokenize_and_concatenate`` does; the
+  incomplete tail is dropped;
 - a Hugging Face ``datasets`` dataset: a ``text`` column goes the string route, an
   ``input_ids`` or ``tokens`` column holds ready-made sequences of equal length.
 """
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 TOKENIZE_GROUP = 256  # documents tokenized per call: the fast tokenizer batches them in Rust
 TOKEN_COLUMNS = ("input_ids", "tokens")
+DEFAULT_SEQ_LEN = 128
 
 
 @dataclass
@@ -35,6 +37,11 @@ class TokenStream:
     description: dict[str, Any]
 
 
+def default_seq_len(n_ctx: int) -> int:
+    """Tokens per sequence when a text corpus is cut without an explicit ``seq_len``: 128, or less to fit the model."""
+    return min(DEFAULT_SEQ_LEN, n_ctx)
+
+
 def token_stream(corpus: Any, model: "HookedTransformer", seq_len: int | None) -> TokenStream:
     if seq_len is not None and (not isinstance(seq_len, int) or isinstance(seq_len, bool) or not 1 <= seq_len <= model.cfg.n_ctx):
         raise ValueError(f"seq_len must be an int in [1, n_ctx={model.cfg.n_ctx}], got {seq_len!r}")
@@ -45,7 +52,7 @@ def token_stream(corpus: Any, model: "HookedTransformer", seq_len: int | None) -
     if hasattr(corpus, "column_names"):
         return _dataset_stream(corpus, model, seq_len)
     if isinstance(corpus, Iterable):
-        return _text_stream(corpus, model, seq_len or 128)
+        return _text_stream(corpus, model, seq_len or default_seq_len(model.cfg.n_ctx))
     raise TypeError(
         f"the corpus must be a [n_sequences pos] token tensor, an iterable of strings or a datasets.Dataset, "
         f"got {type(corpus).__name__}"
@@ -76,7 +83,7 @@ def _dataset_stream(dataset: Any, model: "HookedTransformer", seq_len: int | Non
         seq_len = seq_len or len(first[token_column])
         return TokenStream(_checked_rows(rows, seq_len, model), seq_len, length, {"kind": "dataset", "column": token_column})
     if "text" in columns:
-        stream = _text_stream((row["text"] for row in dataset), model, seq_len or 128)
+        stream = _text_stream((row["text"] for row in dataset), model, seq_len or default_seq_len(model.cfg.n_ctx))
         stream.description = {"kind": "dataset", "column": "text", **{k: v for k, v in stream.description.items() if k != "kind"}}
         return stream
     raise ValueError(f"the dataset has columns {columns}; it needs a 'text' column or a token column {list(TOKEN_COLUMNS)}")
@@ -96,14 +103,14 @@ def _text_stream(documents: Iterable[Any], model: "HookedTransformer", seq_len: 
     if tokenizer is None:
         raise ValueError("a text corpus needs a tokenizer, but the model has none; pass a token tensor instead or call model.set_tokenizer(...)")
     prepend_bos = model.cfg.default_prepend_bos and tokenizer.bos_token_id is not None
+    if prepend_bos and seq_len < 2:  # checked here, not when the lazy chunker starts: before the folder is claimed
+        raise ValueError("seq_len must be at least 2 when a BOS token is prepended to each sequence")
     description = {"kind": "text", "prepend_bos": prepend_bos, "eos_separator": tokenizer.eos_token_id}
     return TokenStream(_chunks(documents, tokenizer, seq_len, prepend_bos), seq_len, None, description)
 
 
 def _chunks(documents: Iterable[Any], tokenizer: Any, seq_len: int, prepend_bos: bool) -> Iterator[Tensor]:
     body = seq_len - 1 if prepend_bos else seq_len
-    if body < 1:
-        raise ValueError("seq_len must be at least 2 when a BOS token is prepended to each sequence")
     prefix = [tokenizer.bos_token_id] if prepend_bos else []
     separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     buffer: list[int] = []

@@ -52,7 +52,7 @@ def cache_dataset(
     """Cache ``hooks`` over ``corpus`` into the folder ``out``; returns the manifest's path.
 
     ``corpus``: a ``[n_sequences pos]`` token tensor, an iterable of strings (tokenized and cut
-    into ``seq_len``-token sequences, default 128) or a ``datasets`` dataset (see ``corpus.py``).
+    into ``seq_len``-token sequences, default ``min(128, n_ctx)``) or a ``datasets`` dataset (see ``corpus.py``).
     ``hooks``: a hook name, a list of names or a predicate. ``dtype`` casts the stored
     activations; ``pos_slice`` keeps some positions only. Shards hold about ``shard_bytes`` (or
     exactly ``sequences_per_shard`` sequences). With ``resume``, finished shards in ``out`` are
@@ -81,14 +81,21 @@ def cache_dataset(
         "sequences_per_shard": sequences_per_shard,
         "corpus": stream.description,
     }
+    created = not out.exists()
     layout.prepare_folder(out)
     with workers(model.device) as team:
-        _claim_folder(out, settings, resume, team)
-        n_shards = _write_owned_shards(model, stream, out, settings, team, progress)
+        claimed = False
+        try:
+            claimed = _claim_folder(out, settings, resume, team)
+            n_shards = _write_owned_shards(model, stream, out, settings, team, progress)
+        except BaseException:
+            if team.world_size == 1:
+                _release_unstarted_folder(out, claimed, created)
+            raise
         if n_shards == 0:
             team.barrier()
             if team.is_main:
-                (out / layout.SETTINGS_FILE).unlink(missing_ok=True)  # nothing was started, so nothing to resume
+                _release_unstarted_folder(out, claimed, created)
             raise ValueError(f"the corpus holds no complete sequence of seq_len={stream.seq_len} tokens; nothing was cached")
         team.barrier()
         if team.is_main:
@@ -110,8 +117,11 @@ def per_sequence_shapes(
     return shapes
 
 
-def _claim_folder(out: Path, settings: dict[str, Any], resume: bool, team: Workers) -> None:
-    """Refuse a folder holding another store (or this one, without ``resume``); then record the settings."""
+def _claim_folder(out: Path, settings: dict[str, Any], resume: bool, team: Workers) -> bool:
+    """Refuse a folder holding another store (or this one, without ``resume``); then record the settings.
+
+    Returns whether this call wrote ``settings.json`` (claimed the folder).
+    """
     settings_path = out / layout.SETTINGS_FILE
     if settings_path.exists():
         existing = layout.read_json(settings_path)
@@ -121,12 +131,28 @@ def _claim_folder(out: Path, settings: dict[str, Any], resume: bool, team: Worke
             raise ValueError(f"{out} holds a store made with different settings, so it cannot be resumed: {_differences(existing, settings)}")
     elif any(out.glob("shard-*")):
         raise FileExistsError(f"{out} holds shard files but no {layout.SETTINGS_FILE}; choose an empty folder")
+    claimed = not settings_path.exists()
     team.barrier()  # everyone has read the folder before rank 0 changes it
     if team.is_main:
         layout.remove_temporary_files(out)
-        if not settings_path.exists():
+        if claimed:
             layout.write_json(settings_path, settings)
     team.barrier()
+    return claimed
+
+
+def _release_unstarted_folder(out: Path, claimed: bool, created: bool) -> None:
+    """Undo the claim of a run that wrote no shard, so the corrected command needs no ``--resume``.
+
+    A shard on disk is work worth resuming, so then everything stays. Only what this run added goes.
+    """
+    if any(out.glob("shard-*")):
+        return
+    layout.remove_temporary_files(out)
+    if claimed:
+        (out / layout.SETTINGS_FILE).unlink(missing_ok=True)
+    if created and not any(out.iterdir()):
+        out.rmdir()
 
 
 def _write_owned_shards(

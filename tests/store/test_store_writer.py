@@ -109,7 +109,7 @@ def test_dataset_corpora(cfg, bpe_tokenizer, corpus, tmp_path):
         cache_dataset(model, _FakeDataset([{"input_ids": [1, 2, 3, 4]}, {"input_ids": [1, 2, 3]}]), "hook_embed", tmp_path / "bad", progress=False)
     with pytest.raises(ValueError, match="no complete sequence of seq_len=40"):
         cache_dataset(model, ["a short text"], "hook_embed", tmp_path / "short", seq_len=40, progress=False)
-    assert not list((tmp_path / "short").iterdir()), "a run that cached nothing should leave nothing behind"
+    assert not (tmp_path / "short").exists(), "a run that cached nothing should leave nothing behind, not even the folder it created"
     with pytest.raises(ValueError, match="the dataset is empty"):
         cache_dataset(model, _EmptyDataset([{"input_ids": [1]}]), "hook_embed", tmp_path / "empty", progress=False)
     with pytest.raises(ValueError, match="needs a 'text' column"):
@@ -207,7 +207,8 @@ def test_full_disk_fails_cleanly(model, corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(layout, "save_file", disk_full)
     with pytest.raises(StoreWriteError, match="the disk is full.*no partial file"):
         cache_dataset(model, corpus, HOOKS, tmp_path, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["settings.json"], "no shard or temporary file may be left behind"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [], f"no shard or temporary file may be left behind, nor a settings.json that would demand --resume: {left}"
 
 
 def test_unusable_output_folder(model, corpus, tmp_path):

@@ -31,6 +31,7 @@ def run_demo(model_name: str | None, prompt: str | None, out: Path) -> Path:
     Bad settings (an unknown model, a prompt with nothing to patch) fail before ``out`` is created;
     a failure while writing removes ``out`` again if this run created it.
     """
+    _check_output_folder(out)
     model = HookedTransformer.from_pretrained(model_name or DEFAULT_MODEL)
     model.eval()
     prompt = prompt or DEFAULT_PROMPT
@@ -53,6 +54,13 @@ def run_demo(model_name: str | None, prompt: str | None, out: Path) -> Path:
         path = page.save(out / "index.html")
     print(f"wrote {path} and {len(list(out.glob('*.csv')))} CSV tables in {out}")
     return path
+
+
+def _check_output_folder(out: Path) -> None:
+    """Refuse an ``out`` that could never become a folder, before the model is loaded."""
+    blocking = next((path for path in [out, *out.parents] if path.exists() and not path.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"--out {str(out)!r}: {str(blocking)!r} is a file, not a folder; pass a folder path (it is created if missing)")
 
 
 @contextmanager

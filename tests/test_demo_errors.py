@@ -37,6 +37,15 @@ def test_prompt_without_a_repeat_is_refused_before_the_folder_is_made(tmp_path, 
     assert not out.exists()
 
 
+def test_out_that_is_a_file_is_refused_and_left_alone(tmp_path, capsys):
+    out = tmp_path / "report.html"
+    out.write_text("mine")
+    assert main(["demo", "--out", str(out / "inside")]) == 1
+    message = _one_line_error(capsys)
+    assert "--out" in message and "is a file" in message, f"the error should say --out names a file: {message}"
+    assert out.read_text() == "mine"
+
+
 @pytest.mark.parametrize("existing", [False, True])
 def test_failure_while_writing_removes_only_a_folder_the_demo_created(tmp_path, capsys, monkeypatch, existing):
     def broken_section(model, out):

@@ -82,6 +82,16 @@ class HookPoint(nn.Module):
                 f"hook {fn_name} on {self.name} returned shape {tuple(out.shape)}, but the activation "
                 f"has shape {tuple(x.shape)}; return a tensor of the same shape, or None to only observe"
             )
+        if out.dtype != x.dtype:
+            raise TypeError(
+                f"hook {fn_name} on {self.name} returned dtype {out.dtype}, but the activation has dtype {x.dtype}; "
+                f"cast the replacement with .to({x.dtype}) (e.g. a patch taken from a run in another precision)"
+            )
+        if out.device != x.device:
+            raise ValueError(
+                f"hook {fn_name} on {self.name} returned a tensor on {out.device}, but the activation is on {x.device}; "
+                f"move the replacement with .to({str(x.device)!r})"
+            )
         return out
 
     def add(self, fn: HookFn, direction: str = "fwd", permanent: bool = False, prepend: bool = False) -> _Hook:
@@ -132,6 +142,20 @@ class HookHandle:
         self._attached = []
 
 
+def _check_hook_specs(specs: Any, argument: str) -> list[HookSpec]:
+    """``specs`` as a list of ``(name_filter, hook_fn)`` pairs, or a TypeError saying how it is malformed."""
+    example = f"{argument}=[('blocks.0.hook_resid_pre', hook_fn)]"
+    if isinstance(specs, tuple) and len(specs) == 2 and callable(specs[1]) and not isinstance(specs[0], tuple):
+        raise TypeError(f"{argument} is a list of (name, hook) pairs; wrap the single pair in a list: {example}")
+    if isinstance(specs, (str, bytes)) or not isinstance(specs, Iterable):
+        raise TypeError(f"{argument} must be a list of (name, hook) pairs, got {type(specs).__name__}; e.g. {example}")
+    specs = list(specs)
+    for spec in specs:
+        if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+            raise TypeError(f"each item of {argument} must be a (name, hook) pair, got {spec!r}; e.g. {example}")
+    return specs
+
+
 class HookedModule(nn.Module):
     """Base class that finds its HookPoints, names them, and manages hooks on them.
 
@@ -160,7 +184,14 @@ class HookedModule(nn.Module):
             self._check_hook_name(name_filter)
             return [name_filter]
         if callable(name_filter):
-            return [name for name in self._hook_points if name_filter(name)]
+            matched = [name for name in self._hook_points if name_filter(name)]
+            if not matched:  # almost always a typo in the predicate; the hook would silently never fire
+                raise ValueError(
+                    f"the hook name predicate {getattr(name_filter, '__name__', repr(name_filter))} matches none of the "
+                    f"model's {len(self._hook_points)} hook points (for example {list(self._hook_points)[:3]}); "
+                    "see model.hook_points()"
+                )
+            return matched
         if isinstance(name_filter, Iterable):
             names = list(name_filter)
             for name in names:
@@ -176,8 +207,10 @@ class HookedModule(nn.Module):
         if name in self._hook_points:
             return
         close = difflib.get_close_matches(name, self._hook_points, n=5, cutoff=0.6)
+        if not close:  # shorthand such as "resid_pre": name the full names it would mean
+            close = [point for point in self._hook_points if point.endswith(("hook_" + name, "." + name))][:5]
         hint = f"closest valid names: {close}" if close else "see model.hook_points() for all names"
-        raise KeyError(f"unknown hook name {name!r}; {hint}")
+        raise KeyError(f"unknown hook name {name!r}; {hint} (get_act_name turns shorthand into full names)")
 
     def add_hook(
         self,
@@ -212,9 +245,11 @@ class HookedModule(nn.Module):
         reset_hooks_end: bool = True,
     ) -> Iterator["HookedModule"]:
         """Attach hooks for the duration of a ``with`` block; they are removed on exit, even on error."""
+        checked = [(direction, _check_hook_specs(specs, f"{direction}_hooks"))
+                   for direction, specs in (("fwd", fwd_hooks), ("bwd", bwd_hooks))]
         handles = []
         try:
-            for direction, specs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
+            for direction, specs in checked:
                 for name, fn in specs:
                     handles.append(self.add_hook(name, fn, dir=direction))
             yield self

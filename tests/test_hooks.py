@@ -277,6 +277,55 @@ def test_hook_returning_non_tensor_raises_type_error(model, tokens):
         model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.mlp.hook_pre", to_list)])
 
 
+
+@pytest.mark.parametrize("hook_name, cast", [
+    ("blocks.0.hook_resid_pre", torch.float64),  # LayerNorm next: torch would fail with "mixed dtype (CPU)"
+    ("blocks.1.attn.hook_pattern", torch.float16),  # pattern @ v next: "expected scalar type Float but found Half"
+    ("blocks.0.hook_mlp_out", torch.float64),  # only an addition next: torch would silently promote the stream
+])
+def test_hook_returning_another_dtype_raises_naming_hook_and_both_dtypes(model, tokens, hook_name, cast):
+    def to_other_dtype(activation, hook):
+        return activation.to(cast)
+
+    with pytest.raises(TypeError) as info:
+        model.run_with_hooks(tokens, fwd_hooks=[(hook_name, to_other_dtype)])
+    message = str(info.value)
+    for part in ("to_other_dtype", hook_name, str(cast), "torch.float32"):
+        assert part in message, f"dtype error should mention {part!r}: {message}"
+
+
+def test_hook_returning_a_tensor_on_another_device_raises(model, tokens):
+    with pytest.raises(ValueError, match=r"hook <lambda> on hook_embed returned a tensor on meta, but the activation is on cpu"):
+        model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", lambda activation, hook: activation.to("meta"))])
+
+
+def test_predicate_that_matches_no_hook_point_raises(model, tokens):
+    def typo(name):
+        return name.endswith("hook_patern")
+
+    with pytest.raises(ValueError, match=r"the hook name predicate typo matches none of the model's 38 hook points"):
+        model.run_with_hooks(tokens, fwd_hooks=[(typo, lambda activation, hook: activation * 0)])
+    assert _attached(model) == {}
+
+
+def test_shorthand_hook_name_suggests_the_full_names(model):
+    with pytest.raises(KeyError, match=r"unknown hook name 'resid_pre'; closest valid names: \['blocks\.0\.hook_resid_pre', 'blocks\.1\.hook_resid_pre'\]"):
+        model.add_hook("resid_pre", lambda activation, hook: None)
+
+
+@pytest.mark.parametrize("specs, pattern", [
+    (("hook_embed", lambda activation, hook: None), r"fwd_hooks is a list of \(name, hook\) pairs; wrap the single pair in a list"),
+    ([lambda activation, hook: None], r"each item of fwd_hooks must be a \(name, hook\) pair, got <function"),
+    ([("hook_embed",)], r"each item of fwd_hooks must be a \(name, hook\) pair, got \('hook_embed',\)"),
+    ([("hook_embed", lambda activation, hook: None, "extra")], r"each item of fwd_hooks must be a \(name, hook\) pair"),
+    ("hook_embed", r"fwd_hooks must be a list of \(name, hook\) pairs, got str"),
+])
+def test_malformed_hook_lists_raise_type_error_with_an_example(model, tokens, specs, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        model.run_with_hooks(tokens, fwd_hooks=specs)
+    assert _attached(model) == {}
+
+
 # ------------------------------------------------------------------------------ backward
 @pytest.mark.parametrize(
     "hook_name", ["hook_embed", "blocks.0.hook_resid_mid", "blocks.1.attn.hook_pattern", "blocks.0.mlp.hook_post", "ln_final.hook_normalized"]

@@ -40,8 +40,8 @@ from interp_transformer.circuits.head_detectors import (
     pattern_scores as pattern_scores,
     previous_token_scores as previous_token_scores,
     repeated_tokens_for as repeated_tokens_for,
-    score_heads as score_heads,
 )
+from interp_transformer.circuits.head_scoring import score_heads as score_heads
 from interp_transformer.circuits.heatmap import HTMLFigure as HTMLFigure, detector_heatmap as detector_heatmap
 from interp_transformer.circuits.score_decomposition import (
     AttentionScoreDecomposition as AttentionScoreDecomposition,

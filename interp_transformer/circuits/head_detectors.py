@@ -3,7 +3,10 @@
 A head's score is the attention mass its queries put on their target keys (see
 ``detection_targets``), averaged over every query that has a target, over the batch. A head that
 always attends exactly to its targets scores 1.0; uniform causal attention scores about
-``targets / (position + 1)`` per query. Scores come as a ``[layer head_index]`` tensor per
+``targets / (position + 1)`` per query. Every detector also takes TransformerLens's
+``detect_head`` options as keywords (``exclude_bos``, ``exclude_current_token``,
+``error_measure``) and ``average_over="all_queries"``, TransformerLens's normalisation (divide by
+every query row, not only those with a target); ``head_scoring`` explains them. Scores come as a ``[layer head_index]`` tensor per
 detector; ``head_scores_frame`` turns them into a table and ``heatmap.detector_heatmap`` into a picture.
 
 By default the detectors run on ``[BOS] x x``: ``x`` random tokens (``synthetic.repeated_random_tokens``),
@@ -14,17 +17,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Mapping
 
-import einops
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp_transformer.circuits import detection_targets
+from interp_transformer.circuits.head_scoring import ScoringOptions, check_scoring_options, score_heads
 from interp_transformer.circuits.heads import head_labels
 from interp_transformer.synthetic import repeated_random_tokens
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # annotations only: typing.Unpack is 3.11+
+
     from interp_transformer.model import HookedTransformer
 
 TargetFn = Callable[[Tensor], Tensor]
@@ -37,36 +42,49 @@ DETECTORS: dict[str, TargetFn] = {
 DEFAULT_REPEAT_LEN = 20
 
 
-def detect_heads(model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None) -> dict[str, Float[Tensor, "layer head_index"]]:
+def detect_heads(
+    model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None, **scoring: Unpack[ScoringOptions]
+) -> dict[str, Float[Tensor, "layer head_index"]]:
     """All four standard detectors from one forward pass; ``tokens`` default to ``repeated_tokens_for(model)``."""
+    check_scoring_options(**scoring)
     tokens = repeated_tokens_for(model) if tokens is None else tokens
     patterns = attention_patterns(model, tokens)
-    return {name: score_heads(patterns, target_fn(tokens)) for name, target_fn in DETECTORS.items()}
+    return {name: score_heads(patterns, target_fn(tokens), **scoring) for name, target_fn in DETECTORS.items()}
 
 
-def previous_token_scores(model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None) -> Float[Tensor, "layer head_index"]:
-    return _detect(model, tokens, detection_targets.previous_token_target)
+def previous_token_scores(
+    model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None, **scoring: Unpack[ScoringOptions]
+) -> Float[Tensor, "layer head_index"]:
+    return _detect(model, tokens, detection_targets.previous_token_target, scoring)
 
 
-def first_token_scores(model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None) -> Float[Tensor, "layer head_index"]:
-    return _detect(model, tokens, detection_targets.first_token_target)
+def first_token_scores(
+    model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None, **scoring: Unpack[ScoringOptions]
+) -> Float[Tensor, "layer head_index"]:
+    return _detect(model, tokens, detection_targets.first_token_target, scoring)
 
 
-def duplicate_token_scores(model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None) -> Float[Tensor, "layer head_index"]:
-    return _detect(model, tokens, detection_targets.duplicate_token_target)
+def duplicate_token_scores(
+    model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None, **scoring: Unpack[ScoringOptions]
+) -> Float[Tensor, "layer head_index"]:
+    return _detect(model, tokens, detection_targets.duplicate_token_target, scoring)
 
 
-def induction_scores(model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None) -> Float[Tensor, "layer head_index"]:
-    return _detect(model, tokens, detection_targets.induction_target)
+def induction_scores(
+    model: "HookedTransformer", tokens: Int[Tensor, "batch pos"] | None = None, **scoring: Unpack[ScoringOptions]
+) -> Float[Tensor, "layer head_index"]:
+    return _detect(model, tokens, detection_targets.induction_target, scoring)
 
 
 def pattern_scores(
     model: "HookedTransformer",
     tokens: Int[Tensor, "batch pos"],
     target: Float[Tensor, "query_pos key_pos"] | Float[Tensor, "batch query_pos key_pos"],
+    **scoring: Unpack[ScoringOptions],
 ) -> Float[Tensor, "layer head_index"]:
     """Scores against a user-supplied target: boolean, or weights in [0, 1], per query (and per prompt)."""
-    return score_heads(attention_patterns(model, tokens), target)
+    check_scoring_options(**scoring)
+    return score_heads(attention_patterns(model, tokens), target, **scoring)
 
 
 def repeated_tokens_for(
@@ -99,32 +117,6 @@ def attention_patterns(model: "HookedTransformer", tokens: Int[Tensor, "batch po
     return torch.stack([patterns[layer] for layer in range(model.cfg.n_layers)])
 
 
-def score_heads(
-    patterns: Float[Tensor, "layer batch head_index query_pos key_pos"],
-    target: Float[Tensor, "query_pos key_pos"] | Float[Tensor, "batch query_pos key_pos"],
-) -> Float[Tensor, "layer head_index"]:
-    """Attention mass on ``target``, averaged over the queries that have any target."""
-    batch, query_len, key_len = patterns.shape[1], patterns.shape[3], patterns.shape[4]
-    given = tuple(target.shape)
-    if target.ndim == 2:
-        target = target.expand(batch, *target.shape)
-    if tuple(target.shape) != (batch, query_len, key_len):
-        raise ValueError(
-            f"target of shape {given} does not fit patterns of shape {tuple(patterns.shape)}: "
-            f"it must be [query_pos key_pos] = {(query_len, key_len)} or [batch query_pos key_pos] = {(batch, query_len, key_len)}"
-        )
-    weights = target.to(patterns.dtype)
-    if not bool(((weights >= 0) & (weights <= 1)).all()):
-        raise ValueError("target weights must lie in [0, 1] (True/1 = the query should attend to that key)")
-    has_target = target.bool().any(-1)
-    if not bool(has_target.any()):
-        raise ValueError("the target is empty: no query has any key to attend to")
-    mass = einops.einsum(
-        patterns, weights, "layer batch head_index query_pos key_pos, batch query_pos key_pos -> layer head_index batch query_pos"
-    )
-    return mass[..., has_target].mean(-1)
-
-
 def head_scores_frame(scores: Mapping[str, Float[Tensor, "layer head_index"]]) -> pd.DataFrame:
     """One row per head (``layer``, ``head``, ``label`` such as "L1H3") and one column per detector."""
     if not scores:
@@ -146,10 +138,11 @@ def head_scores_frame(scores: Mapping[str, Float[Tensor, "layer head_index"]]) -
     return frame
 
 
-def _detect(model: "HookedTransformer", tokens: Tensor | None, target_fn: TargetFn) -> Tensor:
+def _detect(model: "HookedTransformer", tokens: Tensor | None, target_fn: TargetFn, scoring: ScoringOptions) -> Tensor:
+    check_scoring_options(**scoring)  # before the forward: bad options and a too-short input fail fast
     tokens = repeated_tokens_for(model) if tokens is None else tokens
-    target = target_fn(tokens)  # before the forward: a too-short input fails fast
-    return score_heads(attention_patterns(model, tokens), target)
+    target = target_fn(tokens)
+    return score_heads(attention_patterns(model, tokens), target, **scoring)
 
 
 def _first_ordinary_id(model: "HookedTransformer") -> int:

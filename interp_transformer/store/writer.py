@@ -144,12 +144,11 @@ def _claim_folder(out: Path, settings: dict[str, Any], resume: bool, team: Worke
 def _release_unstarted_folder(out: Path, claimed: bool, created: bool) -> None:
     """Undo the claim of a run that wrote no shard, so the corrected command needs no ``--resume``.
 
-    A shard on disk is work worth resuming, so then everything stays. Only what this run added goes.
+    A shard on disk is work worth resuming, so then everything stays. Only what this run added goes
+    (a folder this run did not claim may belong to a run still writing: its files are left alone).
     """
-    if any(out.glob("shard-*")):
-        return
-    layout.remove_temporary_files(out)
-    if claimed:
+    if claimed and not any(out.glob("shard-*")):
+        layout.remove_temporary_files(out)
         (out / layout.SETTINGS_FILE).unlink(missing_ok=True)
     if created and not any(out.iterdir()):
         out.rmdir()

@@ -94,3 +94,14 @@ def test_a_run_that_fails_before_its_first_shard_leaves_the_folder_unclaimed(mod
     monkeypatch.undo()
     cache_dataset(model, corpus, "hook_embed", tmp_path / "existing", progress=False)  # no resume needed
     assert len(ActivationStore(tmp_path / "existing")) == 6
+
+
+def test_a_refused_run_leaves_another_runs_files_alone(model, tmp_path):
+    corpus = torch.randint(0, model.cfg.d_vocab, (6, 8), generator=torch.Generator().manual_seed(0))
+    cache_dataset(model, corpus, "hook_embed", tmp_path, sequences_per_shard=2, progress=False)
+    in_progress = tmp_path / ".shard-00009.safetensors.abc.tmp"  # as if another run were writing right now
+    in_progress.write_bytes(b"partial")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(FileExistsError, match="already holds an activation store"):
+        cache_dataset(model, corpus, "hook_embed", tmp_path, sequences_per_shard=2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "a run refused the folder must not delete or add anything in it"

@@ -7,6 +7,10 @@ such as an ``ActivationCache``), or a model with ``prompt=``::
     vis.attention_heads(model, prompt="When Mary and John ...", layer=[0, 1])
     vis.attention_pattern(pattern, tokens, head=3)                 # one head, axes labelled
 
+Token labels are short and never blank (``labels.visible_label``: a 5,000-character token is cut
+to 24 characters with an ellipsis, a ``" "`` token shows as ``␣``); the exact token is in each
+label's tooltip (the grid's buttons, the token strip under the detailed views).
+
 Values are sent in thousandths (``decimals=3``: finer than a 256-level colour scale shows).
 Past ``max_bytes`` of data a ``ViewSizeWarning`` says how far to ``downsample`` (merge blocks
 of positions), narrow ``positions`` or pick ``heads``.
@@ -27,6 +31,7 @@ from interp_transformer.vis.attention_data import (
 )
 from interp_transformer.vis.circuitsvis_view import CircuitsVisView, tokens_for
 from interp_transformer.vis.escaping import escape_html_text
+from interp_transformer.vis.labels import visible_label
 from interp_transformer.vis.view import DEFAULT_MAX_BYTES
 
 
@@ -54,14 +59,15 @@ def attention_patterns(
     what it attends to. (circuitsvis ``AttentionPatterns``.)
     """
     data = resolve_attention(source, tokens, prompt, layer, heads, batch_index, positions, downsample, head_names)
+    labels = [visible_label(token) for token in data.tokens]
     props = {
-        "tokens": tokens_for("AttentionPatterns", data.tokens),
+        "tokens": tokens_for("AttentionPatterns", labels),
         "attention": _scaled(data.pattern, decimals),
         "headLabels": data.head_names,
     }
     view = CircuitsVisView(
         "attention_patterns", "AttentionPatterns", props, title or _default_title("Attention", data),
-        data.notes, scaled={"attention": 10**decimals},
+        data.notes, scaled={"attention": 10**decimals}, token_titles=data.tokens if labels != data.tokens else None,
     )
     view.warn_if_large(max_bytes, _how_to_shrink(data))
     return view
@@ -91,7 +97,7 @@ def attention_heads(
     """
     data = resolve_attention(source, tokens, prompt, layer, heads, batch_index, positions, downsample, head_names)
     props = {
-        "tokens": tokens_for("AttentionHeads", data.tokens),
+        "tokens": tokens_for("AttentionHeads", [visible_label(token) for token in data.tokens]),
         "attention": _scaled(data.pattern, decimals),
         "attentionHeadNames": data.head_names,
         "maskUpperTri": mask_upper_tri,
@@ -132,7 +138,7 @@ def attention_pattern(
     if data.pattern.shape[0] != 1:
         raise ValueError(f"the pattern has {data.pattern.shape[0]} heads; pass head=<int> to choose one (or use attention_heads)")
     props = {
-        "tokens": tokens_for("AttentionPattern", data.tokens),
+        "tokens": tokens_for("AttentionPattern", [visible_label(token) for token in data.tokens]),
         "attention": _scaled(data.pattern[0], decimals),
         "maskUpperTri": mask_upper_tri,
         "showAxisLabels": True,
@@ -140,16 +146,18 @@ def attention_pattern(
     view = CircuitsVisView(
         "attention_pattern", "AttentionPattern", props, title or f"Attention pattern {data.head_names[0]}",
         data.notes, markup_after=token_strip_html(data.tokens), scaled={"attention": 10**decimals},
-        max_width_em=16 + 3 * len(data.tokens),  # about 3em per cell plus room for the axis labels
+        max_width_em=16 + 3 * len(data.tokens),  # about 3em per cell plus room for the (at most 24-character) axis labels
     )
     view.warn_if_large(max_bytes, _how_to_shrink(data))
     return view
 
 
 def token_strip_html(tokens: Sequence[str]) -> str:
-    """The tokens as literal text, one box per position (position number as a superscript)."""
+    """The tokens, one box per position (position number as a superscript): each box shows the
+    token's ``visible_label`` and holds the exact token in its tooltip (``title``)."""
     boxes = "".join(
-        f'<span class="itv-token-pos">{position}</span><span class="itv-token" data-pos="{position}">{escape_html_text(token)}</span>'
+        f'<span class="itv-token-pos">{position}</span><span class="itv-token" data-pos="{position}" '
+        f'title="{escape_html_text(token)}">{escape_html_text(visible_label(token))}</span>'
         for position, token in enumerate(tokens)
     )
     return f'<div class="itv-tokens" aria-label="tokens">{boxes}</div>'

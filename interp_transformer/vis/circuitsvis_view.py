@@ -9,6 +9,10 @@ What circuitsvis does with token text, per component (read from its React source
   show the same string as text, which the page runtime decodes back.
 - ``AttentionHeads`` and ``AttentionPattern`` draw tokens only on a chart.js canvas (literal
   text, whitespace removed from axis labels); they get the tokens unchanged.
+
+The attention views pass short labels (``labels.visible_label``) rather than the tokens; the
+exact tokens go in ``token_titles``, which the page runtime puts in each token element's
+``title`` attribute (set through the DOM, so never parsed as HTML).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from interp_transformer.vis.view import View
 
 TOKENS_AS_HTML = frozenset({"AttentionPatterns", "ColoredTokens", "TextNeuronActivations", "TopkTokens"})
 TOKENS_AS_CANVAS_TEXT = frozenset({"AttentionHeads", "AttentionPattern"})
+# The elements, in position order, that show one token each (read from the circuitsvis source, v1.43).
+TOKEN_ELEMENTS = {"AttentionPatterns": "button"}
 
 
 def tokens_for(component: str, tokens: Sequence[str]) -> list[str]:
@@ -46,15 +52,21 @@ class CircuitsVisView(View):
         markup_after: str = "",
         scaled: dict[str, int] | None = None,
         max_width_em: float | None = None,
+        token_titles: Sequence[str] | None = None,
     ) -> None:
         """``props`` go to the component as given (tokens already through ``tokens_for``).
-        ``scaled`` names props sent as integers: ``{"attention": 1000}`` means thousandths."""
-        spec = {
+        ``scaled`` names props sent as integers: ``{"attention": 1000}`` means thousandths.
+        ``token_titles`` (one per token) become the tooltips of the component's token elements."""
+        spec: dict[str, Any] = {
             "library": "circuitsvis",
             "component": component,
             "props": props,
             "scaled": scaled or {},
             "decodeTooltips": component in TOKENS_AS_HTML,
         }
+        if token_titles is not None:
+            if component not in TOKEN_ELEMENTS:
+                raise KeyError(f"no token elements known for circuitsvis component {component!r}; known: {sorted(TOKEN_ELEMENTS)}")
+            spec["tokenTitles"] = {"selector": TOKEN_ELEMENTS[component], "texts": list(token_titles)}
         super().__init__(kind, spec, title=title, notes=tuple(notes), markup_after=markup_after, max_width_em=max_width_em)
         self.component = component

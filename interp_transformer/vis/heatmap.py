@@ -20,13 +20,14 @@ from torch import Tensor
 
 from interp_transformer.vis.bundle import PLOTLY
 from interp_transformer.vis.escaping import escape_json_for_script, round_sig
+from interp_transformer.vis.labels import LABEL_CHARS, visible_label
 from interp_transformer.vis.plotly_text import plotly_label
 from interp_transformer.vis.view import DEFAULT_MAX_BYTES, View
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-TICK_LABEL_CHARS = 24
+TICK_LABEL_CHARS = LABEL_CHARS
 HOVER_LABEL_CELLS = 20_000
 DIVERGING = "RdBu"
 SEQUENTIAL = "Blues"
@@ -82,9 +83,14 @@ def heatmap(
     max_bytes: int | None = DEFAULT_MAX_BYTES,
 ) -> HeatmapView:
     """Any ``[rows cols]`` matrix; ``x_labels``/``y_labels`` label the columns/rows (shown literally,
-    newlines and tabs as ``\\n`` / ``\\t``)."""
+    newlines and tabs as ``\\n`` / ``\\t``).
+
+    ``zmin``/``zmax`` fix the colour scale's ends (e.g. ``zmin=0, zmax=1`` to compare several
+    detector heatmaps on one scale); by default it spans the values.
+    """
     import plotly.graph_objects as go
 
+    _check_color_range(zmin, zmax)
     matrix = _as_matrix(values)
     n_rows, n_cols = matrix.shape
     x_labels = _labels(x_labels, n_cols, "x_labels (one per column)")
@@ -142,7 +148,10 @@ def layer_pos_heatmap(
 
 
 def layer_head_heatmap(values: Tensor, *, title: str | None = None, value_name: str = "value", **options: Any) -> HeatmapView:
-    """``[layer head_index]`` (head-detector scores, per-head patching, attribution)."""
+    """``[layer head_index]`` (head-detector scores, per-head patching, attribution).
+
+    Options are ``heatmap``'s: ``zmin=0, zmax=1`` puts several detector heatmaps on one colour scale.
+    """
     matrix = _as_matrix(values)
     return heatmap(
         matrix, x_labels=_numbers(matrix.shape[1]), y_labels=_numbers(matrix.shape[0]),
@@ -170,6 +179,14 @@ def pos_pos_heatmap(
         matrix, x_labels=cols, y_labels=rows, x_title="key_pos", y_title="query_pos", title=title,
         value_name=value_name, square_cells=True, kind="pos_pos_heatmap", **options,
     )
+
+
+def _check_color_range(zmin: float | None, zmax: float | None) -> None:
+    for name, value in (("zmin", zmin), ("zmax", zmax)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise TypeError(f"{name} must be a finite number or None, got {value!r}")
+    if zmin is not None and zmax is not None and zmin >= zmax:
+        raise ValueError(f"zmin ({zmin}) must be below zmax ({zmax}); e.g. zmin=0, zmax=1 for scores in [0, 1]")
 
 
 def _as_matrix(values: Tensor | Sequence[Sequence[float]]) -> Tensor:
@@ -203,12 +220,8 @@ def _numbers(count: int) -> list[str]:
 
 def _ticks(labels: list[str]) -> dict:
     # Numeric positions with text ticks: repeated tokens stay separate columns. Long labels are
-    # cut for the axis only; the hover text has them whole.
+    # cut and whitespace-only ones marked for the axis only; the hover text has them whole.
     step = max(1, len(labels) // 80)
     positions = list(range(0, len(labels), step))
-    text = [plotly_label(_shortened(labels[i])) for i in positions]
+    text = [plotly_label(visible_label(labels[i], TICK_LABEL_CHARS)) for i in positions]
     return {"tickmode": "array", "tickvals": positions, "ticktext": text}
-
-
-def _shortened(label: str, limit: int = TICK_LABEL_CHARS) -> str:
-    return label if len(label) <= limit else label[: limit - 1] + "…"

@@ -39,6 +39,19 @@ RUNTIME_JS = r"""
       });
     }).observe(target, {childList: true, subtree: true, characterData: true});
   }
+  // The exact tokens behind shortened labels, as tooltips; set through the DOM (no HTML parsing)
+  // and again whenever the component re-renders its token elements.
+  function applyTitles(target, titles) {
+    function apply() {
+      var elements = target.querySelectorAll(titles.selector);
+      if (elements.length !== titles.texts.length) return;
+      Array.prototype.forEach.call(elements, function (element, index) {
+        if (element.getAttribute("title") !== titles.texts[index]) element.setAttribute("title", titles.texts[index]);
+      });
+    }
+    new MutationObserver(apply).observe(target, {childList: true, subtree: true});
+    apply();
+  }
   function unscale(value, divisor) {
     return Array.isArray(value) ? value.map(function (v) { return unscale(v, divisor); }) : value / divisor;
   }
@@ -58,6 +71,7 @@ RUNTIME_JS = r"""
         if (spec.decodeTooltips) decodeTooltips(target);
         Object.keys(spec.scaled).forEach(function (key) { spec.props[key] = unscale(spec.props[key], spec.scaled[key]); });
         window.CircuitsVis.render(id + "-target", window.CircuitsVis[spec.component], spec.props);
+        if (spec.tokenTitles) applyTitles(target, spec.tokenTitles);
         root.setAttribute("data-itv-rendered", "1");
       } else if (spec.library === "plotly") {
         window.Plotly.newPlot(target, spec.figure.data, spec.figure.layout, spec.config).then(function () {
@@ -81,9 +95,11 @@ RUNTIME_CSS = """
 .itv-error { color: #b00020; font-family: monospace; }
 /* Token text is shown exactly: keep its spaces, tabs and newlines. */
 .itv-target { white-space: pre-wrap; }
+/* A very long token (no spaces) wraps instead of widening the page to tens of thousands of pixels. */
+.itv-target .colored-tokens, .itv-target td > span { overflow-wrap: anywhere; }
 /* circuitsvis draws text tokens as inline blocks; inline lets a newline token break the line like text. */
 .itv-target .colored-tokens > span > span { display: inline !important; line-height: 1.6em !important; }
-.itv-tokens { margin: 6px 0; line-height: 1.9em; }
+.itv-tokens { margin: 6px 0; line-height: 1.9em; overflow-wrap: anywhere; }
 .itv-token { white-space: pre; font-family: ui-monospace, monospace; font-size: 12px; border: 1px solid #ccc;
   border-radius: 3px; padding: 1px 3px; margin: 0 2px 0 0; background: #f7f7f7; }
 .itv-token-pos { color: #888; font-size: 10px; margin-right: 1px; vertical-align: super; }

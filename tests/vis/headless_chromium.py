@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -18,6 +19,21 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+# Generous caps, not expected durations: on a loaded CI machine parsing a page's 6 MB of inlined
+# JavaScript, or starting the browser, can take minutes. Waits end as soon as their signal arrives,
+# so a quiet machine pays nothing for them. ITV_BROWSER_TIMEOUT_S raises them further.
+TIMEOUT_S = float(os.environ.get("ITV_BROWSER_TIMEOUT_S", "300"))
+# How long one socket read blocks before the driver checks its deadline again (not a limit).
+SOCKET_POLL_S = 30.0
+
+# Wraps a test's ready condition: a view that failed to draw ends the wait at once with its message,
+# and a condition that throws because the page is still loading counts as "not yet".
+_READY_OR_FAILED = """(() => {{
+  const failed = document.querySelector('.itv-error');
+  if (failed) return 'failed: ' + failed.textContent;
+  try {{ return Boolean({ready}); }} catch (error) {{ return false; }}
+}})()"""
 
 # Runs before any page script: collects script errors and CSP-blocked loads the DevTools events might miss.
 _RECORDER = """
@@ -53,7 +69,9 @@ class PageRecord:
 
 
 class HeadlessChromium:
-    def __init__(self, executable: str, profile_dir: Path, width: int = 1280, height: int = 1600) -> None:
+    def __init__(
+        self, executable: str, profile_dir: Path, width: int = 1280, height: int = 1600, socket_poll_s: float = SOCKET_POLL_S
+    ) -> None:
         import websocket  # websocket-client, from the test extra
 
         profile_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +85,7 @@ class HeadlessChromium:
             f"--window-size={width},{height}", "--remote-debugging-port=0", "about:blank",
         ]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + TIMEOUT_S
         while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.close()
@@ -75,18 +93,19 @@ class HeadlessChromium:
             time.sleep(0.05)
         port, path = port_file.read_text().splitlines()[:2]
         try:
-            self._socket = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=30, suppress_origin=True)
+            self._socket = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=socket_poll_s, suppress_origin=True)
         except Exception:
             self.close()
             raise
         self._timeout_error = websocket.WebSocketTimeoutException
+        self._socket_poll_s = socket_poll_s
         self._next_id = 0
         self._events: list[dict] = []
         self._session: str | None = None
         self.width, self.height = width, height
 
     # --------------------------------------------------------------- protocol
-    def send(self, method: str, params: dict | None = None, session: bool = True, timeout: float = 30) -> dict:
+    def send(self, method: str, params: dict | None = None, session: bool = True, timeout: float = TIMEOUT_S) -> dict:
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session and self._session:
@@ -94,7 +113,10 @@ class HeadlessChromium:
         self._socket.send(json.dumps(message))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            reply = self._receive()
+            try:
+                reply = self._receive()
+            except self._timeout_error:  # a busy page answers late; keep waiting until the deadline
+                continue
             if reply.get("id") == self._next_id:
                 if "error" in reply:
                     raise RuntimeError(f"{method} failed: {reply['error']}")
@@ -118,11 +140,12 @@ class HeadlessChromium:
         except self._timeout_error:  # nothing more arrived
             return
         finally:
-            self._socket.settimeout(30)
+            self._socket.settimeout(self._socket_poll_s)
 
     # ------------------------------------------------------------------ pages
-    def open(self, path: Path, ready_js: str, timeout: float = 30) -> PageRecord:
-        """Load ``path`` in a fresh tab and wait until ``ready_js`` evaluates truthy."""
+    def open(self, path: Path, ready_js: str, timeout: float = TIMEOUT_S) -> PageRecord:
+        """Load ``path`` in a fresh tab and wait until ``ready_js`` evaluates truthy (the page's ready
+        signal), failing at once if a view reports that it could not draw, and at ``timeout`` at the latest."""
         target = self.send("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
         self._session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)["sessionId"]
         for domain in ("Page", "Runtime", "Network", "Log"):
@@ -133,7 +156,10 @@ class HeadlessChromium:
         url = path.resolve().as_uri()
         self.send("Page.navigate", {"url": url})
         deadline = time.monotonic() + timeout
-        while not self.evaluate(ready_js):
+        condition = _READY_OR_FAILED.format(ready=ready_js)
+        while (state := self.evaluate(condition)) is not True:
+            if isinstance(state, str):
+                raise RuntimeError(f"{path.name}: a view could not draw ({state})")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{path.name} did not render within {timeout} s (waiting for {ready_js})")
             self._pump(0.1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,22 @@ TOKENS = [
     "\t",
     " the",
     "a\r\nb",
+    "<b>bold</b>",
+]
+# What the position labels show (worked by hand): cut to 24 characters with an ellipsis, line
+# breaks and tabs spelled out, a space-only token as ␣; the exact token is in the label's tooltip.
+LABELS = [
+    "<|endoftext|>",
+    "</script><img src=x one…",
+    "<!--<script>",
+    "<s>",
+    "&amp;",
+    "😀",
+    "\\n",
+    "␣",
+    "\\t",
+    " the",
+    "a\\r\\nb",
     "<b>bold</b>",
 ]
 N = len(TOKENS)
@@ -73,10 +90,10 @@ def all_rendered(count: int) -> str:
     )
 
 
-def plotly_shown(token: str) -> str:
-    """What plotly's tick label displays: cut to 24 characters, line breaks and tabs spelled out."""
-    token = token if len(token) <= 24 else token[:23] + "…"
-    return token.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+def titles(browser: HeadlessChromium, view: vis.View, selector: str) -> list[str | None]:
+    return browser.evaluate(
+        f"Array.from(document.getElementById({view.element_id!r}).querySelectorAll({selector!r})).map(e => e.getAttribute('title'))"
+    )
 
 
 def test_every_view_renders_tokens_literally_offline(browser, tmp_path, cfg, bpe_tokenizer) -> None:
@@ -100,15 +117,19 @@ def test_every_view_renders_tokens_literally_offline(browser, tmp_path, cfg, bpe
     assert_quiet(record)
 
     assert texts(browser, views["grid"], "figcaption") == HEADS, "each head of the grid is labelled"
-    assert texts(browser, views["grid"], "button") == TOKENS, "grid token buttons must show the tokens exactly"
+    assert texts(browser, views["grid"], "button") == LABELS, "grid token buttons must show the tokens' short visible labels"
+    assert titles(browser, views["grid"], "button") == TOKENS, "each grid button's tooltip must hold the exact token"
     assert texts(browser, views["heads"], "h4") == HEADS, "each head thumbnail is labelled"
-    assert texts(browser, views["heads"], ".itv-token") == TOKENS
+    assert texts(browser, views["heads"], ".itv-token") == LABELS
+    assert titles(browser, views["heads"], ".itv-token") == TOKENS, "the token strip's tooltips must hold the exact tokens"
     assert browser.evaluate(f"document.getElementById({views['one_head'].element_id!r}).querySelector('canvas').width") > 0
-    assert texts(browser, views["one_head"], ".itv-token") == TOKENS
+    assert texts(browser, views["one_head"], ".itv-token") == LABELS
+    assert titles(browser, views["one_head"], ".itv-token") == TOKENS
 
     model_tokens = model.to_str_tokens(prompt)
     assert texts(browser, views["model_grid"], "figcaption") == [f"L1H{h}" for h in range(cfg.n_heads)]
-    assert texts(browser, views["model_grid"], "button") == model_tokens
+    assert texts(browser, views["model_grid"], "button") == ["␣" if t == " " else t for t in model_tokens]
+    assert titles(browser, views["model_grid"], "button") == model_tokens
 
     colored = ".colored-tokens > span > span"
     assert texts(browser, views["colored"], colored) == TOKENS, "coloured tokens must show the tokens exactly"
@@ -117,7 +138,7 @@ def test_every_view_renders_tokens_literally_offline(browser, tmp_path, cfg, bpe
     bottom = topk_acts[0, :, 0].topk(3, largest=False).indices.flip(0)
     expected_cells = [TOKENS[i] for i in top.indices] + [TOKENS[i] for i in bottom]
     assert texts(browser, views["topk"], "td span") == expected_cells
-    assert texts(browser, views["heatmap"], ".xtick text") == [plotly_shown(t) for t in TOKENS]
+    assert texts(browser, views["heatmap"], ".xtick text") == LABELS, "heatmap ticks and attention labels read the same"
     assert browser.evaluate("document.querySelectorAll('img, s, iframe, object, embed').length") == 0, "a token became markup"
 
 
@@ -171,3 +192,76 @@ def test_notebook_outputs_render_side_by_side(browser, tmp_path) -> None:
     record = browser.open(notebook, all_rendered(5))
     assert_quiet(record)
     assert browser.evaluate("document.querySelectorAll('.colored-tokens > span > span').length") == 4
+
+
+LONG_TOKEN = "ab" * 2499 + "Z!"  # 5,000 characters, no spaces: cannot wrap
+ODD_TOKENS = [LONG_TOKEN, "   ", "\n", "\t", "<|endoftext|>", "<s>", " " * 300, " the"]
+ODD_LABELS = ["ab" * 11 + "a…", "␣␣␣", "\\n", "\\t", "<|endoftext|>", "<s>", "␣" * 23 + "…", " the"]
+
+
+def test_very_long_and_whitespace_tokens_keep_the_page_narrow_and_visible(browser, tmp_path) -> None:
+    n = len(ODD_TOKENS)
+    pattern = causal_pattern(2, n)
+    views = {
+        "grid": vis.attention_patterns(pattern, ODD_TOKENS, layer=0),
+        "heads": vis.attention_heads(pattern, ODD_TOKENS, layer=0),
+        "one_head": vis.attention_pattern(pattern, ODD_TOKENS, layer=0, head=1),
+        "colored": vis.colored_tokens(ODD_TOKENS, torch.linspace(-1, 1, n)),
+        "topk": vis.topk_tokens(ODD_TOKENS, torch.linspace(-1, 1, n).reshape(1, n, 1), k=2),
+        "heatmap": vis.pos_pos_heatmap(pattern[0], ODD_TOKENS),
+    }
+    path = vis.combine(*views.values(), title="odd tokens").save(tmp_path / "odd_tokens.html")
+    record = browser.open(path, all_rendered(len(views)))
+    assert_quiet(record)
+    width = browser.evaluate("document.documentElement.scrollWidth")
+    assert width <= browser.width, f"the page is {width} px wide in a {browser.width} px window: a long token widened it"
+
+    for name in ("grid", "heads", "one_head"):
+        selector = "button" if name == "grid" else ".itv-token"
+        assert texts(browser, views[name], selector) == ODD_LABELS, f"{name}: labels must be short and never blank"
+        assert titles(browser, views[name], selector) == ODD_TOKENS, f"{name}: the tooltip must hold the exact token"
+        widths = browser.evaluate(
+            f"Array.from(document.getElementById({views[name].element_id!r}).querySelectorAll({selector!r}))"
+            ".map(e => e.getBoundingClientRect().width)"
+        )
+        assert all(8 <= w <= 400 for w in widths), f"{name}: a token label is invisible or too wide: {widths} px"
+    assert texts(browser, views["heatmap"], ".xtick text") == ODD_LABELS
+
+    # The detailed head's canvas: with a 5,000-character axis label the labels took the whole
+    # height and nothing was drawn (a blank canvas). Count the drawn (non-white) pixels: ~40% now.
+    drawn = browser.evaluate(
+        f"(() => {{ const c = document.getElementById({views['one_head'].element_id!r}).querySelector('canvas');"
+        " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 0; i < d.length; i += 4) { if (d[i + 3] > 0 && Math.min(d[i], d[i + 1], d[i + 2]) < 245) n++; }"
+        " return n / (c.width * c.height); })()"
+    )
+    assert drawn > 0.2, f"only {drawn:.1%} of the head's canvas is drawn: the axis labels crowd the pattern out"
+    # Text views keep the text whole and wrap it.
+    assert browser.evaluate(
+        f"document.getElementById({views['colored'].element_id!r}).textContent.includes({LONG_TOKEN!r})"
+    ), "coloured tokens must keep the whole text"
+    browser.screenshot(tmp_path / "odd_tokens.png")
+
+
+def test_a_page_busy_longer_than_a_socket_read_still_opens(tmp_path) -> None:
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("chromium is not installed")
+    page = tmp_path / "busy.html"
+    # Blocks the page's main thread for 3 s (every DevTools reply waits for it), then signals ready.
+    page.write_text(
+        "<!DOCTYPE html><script>const end = Date.now() + 3000; while (Date.now() < end) {}"
+        " document.documentElement.dataset.ready = '1';</script>", encoding="utf-8",
+    )
+    chromium = HeadlessChromium(executable, tmp_path / "profile", socket_poll_s=0.5)
+    try:
+        record = chromium.open(page, "document.documentElement.dataset.ready === '1'", timeout=120)
+        assert record.exceptions == []
+        broken = tmp_path / "broken.html"
+        broken.write_text('<!DOCTYPE html><p class="itv-error">could not draw this view: boom</p>', encoding="utf-8")
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="could not draw this view: boom"):
+            chromium.open(broken, "false", timeout=120)
+        assert time.monotonic() - started < 60, "a view that failed to draw must end the wait at once, not at the cap"
+    finally:
+        chromium.close()

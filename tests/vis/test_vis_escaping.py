@@ -36,6 +36,25 @@ ADVERSARIAL = [
     '"quoted" \'single\'',
     "</SCRIPT >",
 ]
+# The attention views' labels for them (worked by hand): at most 24 characters, line breaks and
+# tabs spelled out, whitespace-only tokens made visible. The exact tokens go in the tooltips.
+ADVERSARIAL_LABELS = [
+    "<|endoftext|>",
+    "</script><img src=x one…",
+    "<!--<script>",
+    "<s>",
+    "&amp;",
+    "&lt;b&gt;",
+    "😀",
+    "\\n",
+    "␣",
+    "\\t",
+    " the",
+    "a\\r\\nb",
+    "\\u2028\\u2029",
+    '"quoted" \'single\'',
+    "</SCRIPT >",
+]
 N = len(ADVERSARIAL)
 
 
@@ -133,12 +152,18 @@ def test_token_text_round_trips_through_every_view(views: dict, tmp_path) -> Non
                 (tokens,) = tokens
             if spec["component"] in ("AttentionPatterns", "ColoredTokens", "TextNeuronActivations", "TopkTokens"):
                 tokens = [decode_circuitsvis_token_html(token) for token in tokens]
-            assert tokens == ADVERSARIAL, f"{name}: tokens changed on the way into the page"
+            if spec["component"].startswith("Attention"):
+                assert tokens == ADVERSARIAL_LABELS, f"{name}: position labels are not the tokens' short visible labels"
+            else:
+                assert tokens == ADVERSARIAL, f"{name}: tokens changed on the way into the page"
+            if spec["component"] == "AttentionPatterns":
+                assert spec["tokenTitles"] == {"selector": "button", "texts": ADVERSARIAL}, f"{name}: tooltips lost the exact tokens"
         else:
             hover = spec["figure"]["data"][0]["customdata"][0]
             assert [x for x, _ in hover] == [plotly_label(token) for token in ADVERSARIAL], f"{name}: hover labels"
-        for strip in page.token_strips:
-            assert strip == ADVERSARIAL, f"{name}: the literal token list differs from the tokens"
+        for strip, strip_titles in zip(page.token_strips, page.token_strip_titles, strict=True):
+            assert strip == ADVERSARIAL_LABELS, f"{name}: the token strip should show the short visible labels"
+            assert strip_titles == ADVERSARIAL, f"{name}: the token strip's tooltips differ from the tokens"
 
 
 def test_titles_are_escaped(views: dict) -> None:

@@ -12,6 +12,7 @@ class ParsedPage:
     tags: list[tuple[str, dict]] = field(default_factory=list)
     scripts: list[tuple[dict, str]] = field(default_factory=list)  # (attributes, raw text)
     token_strips: list[list[str]] = field(default_factory=list)  # text of each .itv-token, per strip
+    token_strip_titles: list[list[str | None]] = field(default_factory=list)  # title (tooltip) of each .itv-token
 
     def executable_scripts(self) -> list[tuple[dict, str]]:
         return [(attrs, text) for attrs, text in self.scripts if attrs.get("type") != "application/json"]
@@ -35,8 +36,10 @@ class _Parser(HTMLParser):
             self._script = (attributes, [])
         elif "itv-tokens" in classes:
             self.page.token_strips.append([])
+            self.page.token_strip_titles.append([])
         elif "itv-token" in classes:
             self._token = []
+            self.page.token_strip_titles[-1].append(attributes.get("title"))
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "script" and self._script is not None:

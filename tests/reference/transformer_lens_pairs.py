@@ -40,7 +40,8 @@ ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
              max_position_embeddings=64, rotary_pct=0.5),
     ),
     "llama": ("LlamaConfig", "LlamaForCausalLM", COMMON_LLAMA),
-    "mistral": ("MistralConfig", "MistralForCausalLM", dict(COMMON_LLAMA, sliding_window=None)),
+    # head_dim != hidden_size / num_attention_heads and one key/value head: TL honours head_dim for Mistral only.
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(COMMON_LLAMA, sliding_window=None, head_dim=16, num_key_value_heads=1)),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", COMMON_LLAMA),
 }
 
@@ -54,13 +55,14 @@ class Pair:
     theirs: Any
 
 
-def save_random_checkpoint(arch: str, directory: Path, seed: int = 0, jitter: float = 0.1):
+def save_random_checkpoint(arch: str, directory: Path, jitter: float = 0.1):
     """A random-init HF model of ``arch`` with every parameter perturbed (norm weights and biases are then not
     their trivial 1 and 0, so a hook taken after them cannot pass for one taken before), saved to ``directory``."""
     import transformers
 
     config_name, model_name, values = ARCHITECTURES[arch]
     config = getattr(transformers, config_name)(**values, initializer_range=0.3, attn_implementation="eager")
+    seed = sorted(ARCHITECTURES).index(arch)  # different weights for the architectures that share a layout
     torch.manual_seed(seed)
     hf_model = getattr(transformers, model_name)(config).eval()
     generator = torch.Generator().manual_seed(seed + 1)

@@ -32,6 +32,7 @@ KV_HOOKS = frozenset({"attn.hook_k", "attn.hook_v", "attn.hook_rot_k"})
 
 # Per-block hook names in forward order, each with its shape and the config switch it needs.
 # The switch is a predicate name evaluated by ``_block_hook_enabled``.
+# ``*.hook_normalized`` is the norm's value before its weight and bias, as in TransformerLens >= 3.0.
 BLOCK_HOOKS: tuple[tuple[str, tuple, str], ...] = (
     ("hook_resid_pre", RESID, "always"),
     ("hook_q_input", SPLIT, "split_qkv"),

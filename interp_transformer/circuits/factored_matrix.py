@@ -8,9 +8,21 @@ The singular value decomposition comes from QR factorisations of the two factors
 the small ``[rank rank]``-sized middle, so a ``[d_vocab d_vocab]`` circuit of rank ``d_head``
 costs ``O(d_vocab d_head^2)``, never ``O(d_vocab^2)``.
 
-Unlike TransformerLens, ``Vh`` is what its name says (and what ``torch.linalg.svd`` returns):
-``[... rank rdim]`` with ``U @ diag(S) @ Vh == AB``. TransformerLens returns the transpose
-``[... rdim rank]`` under the same name.
+**``svd()`` follows TransformerLens: it returns ``(U, S, V)`` with ``V`` NOT transposed**
+(``[... rdim rank]``, ``U @ diag(S) @ V.mT == AB``), unlike ``torch.linalg.svd``, which returns
+``Vh``. The ``V`` and ``Vh`` properties are both available and both mean what they say:
+``Vh == V.mT``, as ``torch.linalg.svd`` returns it.
+
+Differences from TransformerLens 3.9's ``FactoredMatrix`` (its unit tests run against this
+class through a shim in ``tests/circuits/test_factored_matrix_tl_suite.py``):
+
+- ``Vh`` is the conjugate transpose of ``V`` (``[... rank rdim]``). TransformerLens's ``Vh`` is a
+  deprecated alias that returns ``V`` itself.
+- Bad input raises ``ValueError``/``TypeError``/``IndexError`` naming the shapes, where
+  TransformerLens raises ``AssertionError`` or ``RuntimeError``.
+- ``eigenvalues`` returns ``min(ldim, mdim)`` values (from the smaller of ``AB`` and ``BA``);
+  TransformerLens always uses ``BA`` and returns ``mdim`` values, the extra ones zero.
+- Factors must be torch tensors; TransformerLens also multiplies tensor-like duck types.
 """
 
 from __future__ import annotations
@@ -79,6 +91,16 @@ class FactoredMatrix:
     @property
     def leading_shape(self) -> torch.Size:
         return self._A.shape[:-2]
+
+    @property
+    def has_leading_dims(self) -> bool:
+        """True when there are axes before the matrix axes (``model.QK`` has two: layer, head_index)."""
+        return len(self.leading_shape) > 0
+
+    @property
+    def pair(self) -> tuple[Float[Tensor, "... ldim mdim"], Float[Tensor, "... mdim rdim"]]:
+        """``(A, B)``, broadcast to the common leading shape."""
+        return self._A, self._B
 
     @property
     def dtype(self) -> torch.dtype:
@@ -167,9 +189,10 @@ class FactoredMatrix:
     __rmul__ = __mul__
 
     # --------------------------------------------------------------- spectrum
-    def svd(self) -> tuple[Float[Tensor, "... ldim rank"], Float[Tensor, "... rank"], Float[Tensor, "... rank rdim"]]:
-        """``(U, S, Vh)`` with ``U @ diag(S) @ Vh == AB``, singular values descending.
+    def svd(self) -> tuple[Float[Tensor, "... ldim rank"], Float[Tensor, "... rank"], Float[Tensor, "... rdim rank"]]:
+        """``(U, S, V)`` with ``U @ diag(S) @ V.mT == AB``, singular values descending (TransformerLens's convention).
 
+        ``V`` is NOT transposed (``torch.linalg.svd`` returns ``Vh = V.mT``; use the ``Vh`` property for that).
         From ``A = Q_A R_A`` and ``B^T = Q_B R_B`` the product is ``Q_A (R_A R_B^T) Q_B^T``, so the SVD of
         the small middle ``R_A R_B^T`` gives the SVD of the whole. Computed once and kept.
         """
@@ -177,7 +200,7 @@ class FactoredMatrix:
             Q_A, R_A = torch.linalg.qr(self._float(self._A))
             Q_B, R_B = torch.linalg.qr(self._float(self._B).transpose(-2, -1))
             U_mid, S, Vh_mid = torch.linalg.svd(R_A @ R_B.transpose(-2, -1), full_matrices=False)
-            self._svd = (Q_A @ U_mid, S, Vh_mid @ Q_B.transpose(-2, -1))
+            self._svd = (Q_A @ U_mid, S, Q_B @ Vh_mid.transpose(-2, -1))
         return self._svd
 
     @property
@@ -189,13 +212,19 @@ class FactoredMatrix:
         return self.svd()[1]
 
     @property
-    def Vh(self) -> Float[Tensor, "... rank rdim"]:
+    def V(self) -> Float[Tensor, "... rdim rank"]:
+        """Right singular vectors as columns: ``AB == U @ diag(S) @ V.mT`` (the third value of ``svd()``)."""
         return self.svd()[2]
 
     @property
-    def V(self) -> Float[Tensor, "... rdim rank"]:
-        """``Vh`` transposed: what TransformerLens 3 calls ``V`` (and earlier versions called ``Vh``)."""
-        return self.Vh.transpose(-2, -1)
+    def Vh(self) -> Float[Tensor, "... rank rdim"]:
+        """``V`` transposed, as ``torch.linalg.svd`` returns it (TransformerLens's ``Vh`` is ``V`` itself)."""
+        return self.V.transpose(-2, -1)
+
+    def make_even(self) -> "FactoredMatrix":
+        """The same matrix factored as ``(U sqrt(S), sqrt(S) Vh)``: both factors carry half the spectrum."""
+        root = self.S.sqrt()
+        return FactoredMatrix(self.U * root[..., None, :], root[..., :, None] * self.Vh)
 
     def norm(self) -> Float[Tensor, "..."]:
         """Frobenius norm of each matrix: ``sqrt(sum S^2)``."""
@@ -228,23 +257,53 @@ class FactoredMatrix:
 
     # --------------------------------------------------------- leading axes
     def __getitem__(self, index: Index) -> "FactoredMatrix":
-        """Index the leading axes only (``model.QK[layer, head]``); the matrix axes are never indexed."""
+        """Index the leading axes (``model.QK[layer, head]``), then, as in TransformerLens, rows and columns.
+
+        Indices past the leading axes select rows of the product (from ``A``), then columns (from
+        ``B``); an int there keeps its axis (length 1), so the result is always a FactoredMatrix.
+        ``...`` stands for the leading axes not indexed explicitly and is not followed by row or
+        column indices (write them out: ``fm[:, :, rows]``).
+        """
         items = index if isinstance(index, tuple) else (index,)
         n_leading = len(self.leading_shape)
         used = sum(1 for item in items if item is not None and item is not Ellipsis)
-        if used > n_leading:
-            raise IndexError(
-                f"index {index!r} has {used} entries but this FactoredMatrix of shape {list(self.shape)} has only "
-                f"{n_leading} leading dimension(s); the last two (the matrix itself) cannot be indexed"
-            )
         if sum(1 for item in items if item is Ellipsis) > 1:
             raise IndexError(f"index {index!r} has more than one '...'")
+        limit = n_leading if Ellipsis in items else n_leading + 2
+        if used > limit:
+            raise IndexError(
+                f"index {index!r} has {used} entries but this FactoredMatrix of shape {list(self.shape)} has only "
+                f"{n_leading} leading dimension(s)"
+                + (" (after '...' no row or column index may follow)" if Ellipsis in items else " plus its rows and columns")
+            )
         if Ellipsis in items:  # "..." stands for the leading axes not indexed explicitly, never the matrix axes
             at = items.index(Ellipsis)
             items = items[:at] + (slice(None),) * (n_leading - used) + items[at + 1 :]
-        self._check_int_indices(items)
-        full = items + (slice(None), slice(None))
-        return FactoredMatrix(self._A[full], self._B[full])
+        split, seen = len(items), 0
+        for position, item in enumerate(items):  # leading entries end after n_leading real (non-None) indices
+            if seen == n_leading:
+                split = position
+                break
+            seen += item is not None
+        leading, matrix = items[:split], items[split:]
+        if any(item is None for item in matrix):
+            raise IndexError(f"index {index!r} puts None (a new axis) among the row/column indices; new axes go before them")
+        self._check_int_indices(leading)
+        A, B = self._A[leading + (slice(None), slice(None))], self._B[leading + (slice(None), slice(None))]
+        if len(matrix) >= 1:
+            A = A[..., self._keep_axis(matrix[0], self.ldim, "row"), :]
+        if len(matrix) == 2:
+            B = B[..., self._keep_axis(matrix[1], self.rdim, "column")]
+        return FactoredMatrix(A, B)
+
+    @staticmethod
+    def _keep_axis(item: object, size: int, what: str) -> object:
+        """A row/column index that keeps its axis: an int ``i`` becomes the slice ``i:i+1``."""
+        if isinstance(item, bool) or not isinstance(item, int):
+            return item
+        if not -size <= item < size:
+            raise IndexError(f"{what} index {item} is out of range for {size} {what}s (valid: -{size}..{size - 1})")
+        return slice(item, item + 1 if item != -1 else None)
 
     def _check_int_indices(self, items: tuple) -> None:
         axis = 0

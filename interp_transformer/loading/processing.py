@@ -165,14 +165,14 @@ def refactor_factored_attn_matrices(state: StateDict, cfg: TransformerConfig) ->
         dtype = state[prefix + "W_Q"].dtype
         W_Q_eff = torch.cat([state[prefix + "W_Q"], state[prefix + "b_Q"][:, None, :]], dim=1)  # [head_index d_model+1 d_head]
         W_K_eff = torch.cat([state[prefix + "W_K"], state[prefix + "b_K"][:, None, :]], dim=1)
-        U, S, Vh = FactoredMatrix(W_Q_eff, W_K_eff.transpose(-1, -2)).svd()
+        U, S, V = FactoredMatrix(W_Q_eff, W_K_eff.transpose(-1, -2)).svd()  # V not transposed (TransformerLens's convention)
         root = S.sqrt()[:, None, :]
-        W_Q_even, W_K_even = (U * root).to(dtype), (Vh.transpose(-1, -2) * root).to(dtype)
+        W_Q_even, W_K_even = (U * root).to(dtype), (V * root).to(dtype)
         state[prefix + "W_Q"], state[prefix + "b_Q"] = W_Q_even[:, :-1], W_Q_even[:, -1]
         state[prefix + "W_K"], state[prefix + "b_K"] = W_K_even[:, :-1], W_K_even[:, -1]
-        U, S, Vh = FactoredMatrix(state[prefix + "W_V"], state[prefix + "W_O"]).svd()
+        U, S, V = FactoredMatrix(state[prefix + "W_V"], state[prefix + "W_O"]).svd()
         state[prefix + "W_V"] = (U * S[:, None, :]).to(dtype)
-        state[prefix + "W_O"] = Vh.to(dtype)
+        state[prefix + "W_O"] = V.transpose(-1, -2).to(dtype)
     return {name: tensor.contiguous() for name, tensor in state.items()}
 
 

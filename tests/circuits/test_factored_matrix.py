@@ -82,17 +82,46 @@ def test_scalar_multiplication(rectangular):
 
 def test_svd_reconstructs_the_product_with_orthonormal_factors(rectangular):
     fm, dense = rectangular
-    U, S, Vh = fm.svd()
+    U, S, V = fm.svd()  # TransformerLens's convention: V is not transposed
     rank = min(fm.ldim, fm.mdim, fm.rdim)
-    assert U.shape == (*LEADING, fm.ldim, rank) and S.shape == (*LEADING, rank) and Vh.shape == (*LEADING, rank, fm.rdim)
-    assert_close(U @ torch.diag_embed(S) @ Vh, dense, "U diag(S) Vh")
+    assert U.shape == (*LEADING, fm.ldim, rank) and S.shape == (*LEADING, rank) and V.shape == (*LEADING, fm.rdim, rank), (
+        "svd() must return (U, S, V) with V [... rdim rank], as TransformerLens does"
+    )
+    assert_close(U @ torch.diag_embed(S) @ V.transpose(-2, -1), dense, "U diag(S) V^T")
     eye = torch.eye(rank, dtype=torch.float64).expand(*LEADING, rank, rank)
     assert_close(U.transpose(-2, -1) @ U, eye, "U^T U")
-    assert_close(Vh @ Vh.transpose(-2, -1), eye, "Vh Vh^T")
+    assert_close(V.transpose(-2, -1) @ V, eye, "V^T V")
     assert_close(S, torch.linalg.svdvals(dense)[..., :rank], "singular values")
     assert bool((S[..., :-1] >= S[..., 1:]).all()), "singular values should be in descending order"
-    assert fm.U is U and fm.S is S and fm.Vh is Vh, "the SVD should be computed once and kept"
-    assert_close(fm.V, Vh.transpose(-2, -1), "V")
+    assert fm.U is U and fm.S is S and fm.V is V, "the SVD should be computed once and kept"
+    assert_close(fm.Vh, V.transpose(-2, -1), "Vh is V transposed, as torch.linalg.svd returns it")
+
+
+def test_make_even_splits_the_spectrum_between_the_factors(rectangular):
+    fm, dense = rectangular
+    even = fm.make_even()
+    assert_close(even.AB, dense, "make_even().AB")
+    gram_A = even.A.transpose(-2, -1) @ even.A
+    gram_B = even.B @ even.B.transpose(-2, -1)
+    assert_close(gram_A, gram_B, "A^T A and B B^T of an even factorisation (both diag(S))")
+    assert_close(torch.diagonal(gram_A, dim1=-2, dim2=-1), fm.S, "each factor carries sqrt(S)")
+
+
+def test_pair_and_has_leading_dims():
+    A, B = torch.randn(5, 3), torch.randn(2, 4, 3, 7)
+    fm = FactoredMatrix(A, B)
+    assert fm.has_leading_dims and not FactoredMatrix(A, torch.randn(3, 7)).has_leading_dims
+    left, right = fm.pair
+    assert left.shape == (2, 4, 5, 3) and torch.equal(left[1, 2], A) and right is fm.B, "pair is (A, B) broadcast"
+
+
+def test_rows_and_columns_are_indexed_after_the_leading_axes(rectangular):
+    fm, dense = rectangular
+    assert_close(fm[0, 1, 2].AB, dense[0, 1, 2:3], "fm[0, 1, row]: an int row keeps its axis")
+    assert_close(fm[0, 1, :, -1].AB, dense[0, 1, :, -1:], "fm[0, 1, :, -1]: last column")
+    rows, cols = torch.tensor([2, 0]), [1]
+    assert_close(fm[:, :, rows, cols].AB, dense[:, :, rows][..., cols], "fm[:, :, rows, cols]")
+    assert fm[0, 1, 1:3].mdim == fm.mdim, "indexing rows must not materialise the product"
 
 
 def test_norm_is_the_frobenius_norm(rectangular):
@@ -135,6 +164,7 @@ def test_collapse_removes_an_orthonormal_factor(rectangular):
     assert fm.collapse_r().shape == (*LEADING, fm.ldim, rank)
     assert_close(fm.U @ fm.collapse_l(), dense, "U @ collapse_l()")
     assert_close(fm.collapse_r() @ fm.Vh, dense, "collapse_r() @ Vh")
+    assert_close(fm.collapse_l(), fm.S[..., :, None] * fm.V.transpose(-2, -1), "collapse_l() is diag(S) V^T")
 
 
 def test_unsqueeze_adds_a_leading_axis(rectangular):
@@ -199,7 +229,11 @@ def test_bad_indices_say_what_is_valid():
     with pytest.raises(IndexError, match=r"index -3 is out of range for leading dimension 0 of size 2"):
         fm[-3]
     with pytest.raises(IndexError, match="only 2 leading dimension"):
-        fm[0, 0, 1]
+        fm[0, 0, 1, 1, 1]
+    with pytest.raises(IndexError, match="after '...' no row or column index"):
+        fm[..., 0, 0, 1]
+    with pytest.raises(IndexError, match=r"row index 4 is out of range for 4 rows \(valid: -4..3\)"):
+        fm[0, 0, 4]
     with pytest.raises(IndexError, match="would split the matrix axes"):
         fm.unsqueeze(3)
     with pytest.raises(ValueError, match="scalar"):

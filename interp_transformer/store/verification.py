@@ -102,7 +102,10 @@ def open_verified_shard(store_path: Path, index: int, manifest: dict[str, Any]) 
             f"{index} (sequences from {record['first_sequence']}): shard files were renamed or swapped; {RECREATE}"
         )
     if recorded[2] != manifest["settings_fingerprint"]:
-        raise CorruptStoreError(f"{path} was written with settings {recorded[2]}, not this store's {manifest['settings_fingerprint']}: it comes from another store; {RECREATE}")
+        raise CorruptStoreError(
+            f"{path} was written with settings {recorded[2]}, not this store's {manifest['settings_fingerprint']}: "
+            f"it comes from another store; {RECREATE}"
+        )
     if n_sequences != record["n_sequences"]:
         raise CorruptStoreError(f"{path} holds {n_sequences} sequences but {manifest_path} records {record['n_sequences']}; {RECREATE}")
     return handle

@@ -157,3 +157,14 @@ def test_resume_refuses_a_finished_shard_that_was_corrupted(model, corpus, store
     _flip_byte(shard, _tensor_data_offset(shard) + 40)
     with pytest.raises(ValueError, match=r"shard-00001\.safetensors.*sha256.*delete it"):
         cache_dataset(model, corpus, HOOKS, store_path, batch_size=2, sequences_per_shard=4, resume=True, progress=False)
+
+
+def test_a_shard_from_another_store_is_caught_even_with_its_hash_copied(model, corpus, store_path, tmp_path):
+    other_model = type(model)(model.cfg.replace(seed=1)).eval()
+    cache_dataset(other_model, corpus, HOOKS, tmp_path / "other", batch_size=2, sequences_per_shard=4, progress=False)
+    foreign = (tmp_path / "other" / "shard-00001.safetensors").read_bytes()
+    (store_path / "shard-00001.safetensors").write_bytes(foreign)
+    other_record = json.loads((tmp_path / "other" / "manifest.json").read_text())["shards"][1]
+    _edit_manifest(store_path, lambda m: m["shards"][1].update(sha256=other_record["sha256"], bytes=other_record["bytes"]))
+    with pytest.raises(ValueError, match=r"shard-00001\.safetensors was written with settings .* another store"):
+        ActivationStore(store_path)[4]

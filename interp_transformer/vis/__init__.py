@@ -10,14 +10,16 @@ Views (each displays in Jupyter and has ``.save("file.html")``)::
     vis.text_neuron_activations(tokens, acts)             # acts [pos layer neuron]
     vis.topk_tokens(token_lists, acts_list, k=10)         # acts [layer pos neuron] per text
     vis.layer_pos_heatmap(results, tokens)                # [layer pos]
-    vis.layer_head_heatmap(scores)                        # [layer head_index]
+    vis.layer_head_heatmap(scores)                        # [layer head_index]; zmin=0, zmax=1 fixes the scale
     vis.pos_pos_heatmap(pattern[0, 3], tokens)            # [query_pos key_pos]
     vis.combine(view_a, view_b, title="Layer 1").save("report.html")
 
 Unlike calling circuitsvis directly: nothing touches the network (the circuitsvis and plotly
 bundles are read from the installed packages and inlined once per page; saved pages carry a
 Content-Security-Policy that forbids any fetch); token text is escaped for each place it lands,
-so ``</script>`` or ``<s>`` tokens display as written; values are rounded (attention to
+so ``</script>`` or ``<s>`` tokens display as written; position labels (attention axes and token
+buttons, heatmap ticks) are cut to 24 characters with ``…`` and show whitespace-only tokens as
+``␣`` / ``\\n`` / ``\\t``, with the exact token in the tooltip or hover; values are rounded (attention to
 thousandths, activations to 4 significant digits); a ``ViewSizeWarning`` fires past
 ``max_bytes`` of data (5 MB by default) and says how to shrink the view.
 

@@ -148,8 +148,7 @@ class FactoredMatrix:
             return (self @ other.A) @ other.B
         if not isinstance(other, Tensor):
             return NotImplemented
-        if other.ndim == 0 or other.shape[-2 if other.ndim > 1 else -1] != self.rdim:
-            self._check_chain(self.shape, other.shape)
+        self._check_chain(self.shape, other.shape)
         if other.ndim == 1:
             return (self._A @ (self._B @ other.unsqueeze(-1))).squeeze(-1)
         # Keep the inner width as small as possible: fold `other` into B, or collapse to AB when that is narrower.
@@ -161,8 +160,7 @@ class FactoredMatrix:
         """``other @ self``: a FactoredMatrix for a matrix, a tensor ``[... rdim]`` for a vector."""
         if not isinstance(other, Tensor):
             return NotImplemented
-        if other.ndim == 0 or other.shape[-1] != self.ldim:
-            self._check_chain(other.shape, self.shape)
+        self._check_chain(other.shape, self.shape)
         if other.ndim == 1:
             return ((other.unsqueeze(-2) @ self._A) @ self._B).squeeze(-2)
         if self.ldim > self.mdim:
@@ -177,6 +175,14 @@ class FactoredMatrix:
                 f"cannot multiply shapes {list(left)} @ {list(right)}: the left operand's last dimension "
                 "must equal the right operand's second-to-last (or only) dimension"
             )
+        if len(left) > 1 and len(right) > 1:
+            try:
+                torch.broadcast_shapes(left[:-2], right[:-2])
+            except RuntimeError:
+                raise ValueError(
+                    f"cannot multiply shapes {list(left)} @ {list(right)}: their leading dimensions "
+                    f"{list(left[:-2])} and {list(right[:-2])} do not broadcast"
+                ) from None
 
     def __mul__(self, scalar: Union[int, float, Tensor]) -> "FactoredMatrix":
         """Multiplication by a scalar (for matrix products use ``@``)."""

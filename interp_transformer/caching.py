@@ -69,8 +69,12 @@ def capture(
     if not slicing.is_trivial(pos_slice):
         axis = position_axis(hook_name)
         if stored.ndim >= -axis:
-            # Copy the slice: a view would keep every position's storage alive.
-            stored = slicing.apply_slice(stored, pos_slice, axis).clone()
+            try:  # Copy the slice: a view would keep every position's storage alive.
+                stored = slicing.apply_slice(stored, pos_slice, axis).clone()
+            except IndexError as error:
+                raise ValueError(
+                    f"pos_slice={pos_slice!r} does not fit {hook_name}, which has {stored.shape[axis]} positions ({error})"
+                ) from None
     if device is not None or dtype is not None:
         stored = stored.to(device=device, dtype=dtype)
     return stored
@@ -111,6 +115,7 @@ def run_with_cache(
 
     names = resolve_cache_filter(model, names_filter)
     slicing.to_index(pos_slice)  # a bad slice fails before the forward, not inside a hook
+    device = _checked_device(device)
     if incl_bwd and not torch.is_grad_enabled():
         raise ValueError("incl_bwd=True needs gradients, but they are disabled here (torch.no_grad or inference_mode)")
     activations: dict[str, Tensor] = {}
@@ -132,6 +137,21 @@ def run_with_cache(
     if not return_cache_object:
         return output, activations
     return output, ActivationCache(activations, model, has_batch_dim=not remove_batch_dim)
+
+
+def _checked_device(device: torch.device | str | None) -> torch.device | None:
+    """``device`` as a torch.device, refused before the forward when it is malformed or absent here."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a torch device; use e.g. 'cpu' or 'cuda:0' ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} asks for CUDA, which this machine does not have; use 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _backward(output: Any) -> None:

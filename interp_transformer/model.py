@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Sequence, Union
 
@@ -116,18 +117,38 @@ class HookedTransformer(StackedWeights, HookedModule):
         padding_side: Literal["left", "right"] | None = None,
         truncate: bool = True,
     ) -> tokenization.Tokenized:
-        """Tokens and their attention mask (1 = real token) for a string or a batch of strings."""
-        return tokenization.tokenize(
+        """Tokens and their attention mask (1 = real token) for a string or a batch of strings.
+
+        With ``truncate`` (the default) prompts longer than ``n_ctx`` keep their first ``n_ctx``
+        tokens, and the first time that happens to this model a UserWarning says so.
+        """
+        tokenized = tokenization.tokenize(
             self._require_tokenizer(),
             input,
             prepend_bos=self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos,
             padding_side=padding_side,
             max_length=self.cfg.n_ctx if truncate else None,
-        ).to(self.device)
+        )
+        if tokenized.untruncated_length is not None and not getattr(self, "_warned_truncation", False):
+            self._warned_truncation = True
+            warnings.warn(
+                f"input of {tokenized.untruncated_length} tokens is longer than the model's context n_ctx={self.cfg.n_ctx}; "
+                f"kept its first {self.cfg.n_ctx} tokens (this warning is shown once per model). Shorten the input, or "
+                "pass truncate=False to to_tokens/tokenize to get an error instead",
+                UserWarning,
+                stacklevel=3,
+            )
+        return tokenized.to(self.device)
 
-    def to_str_tokens(self, input: str | Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str] | list[list[str]]:
+    def to_str_tokens(
+        self, input: str | Sequence[str] | Tensor | Sequence[int], prepend_bos: bool | None = None
+    ) -> list[str] | list[list[str]]:
+        """Each token as a string. A string, ``[pos]``, ``[1 pos]`` or 0-d tokens give a flat list (as in
+        TransformerLens); a list of strings or ``[batch pos]`` tokens give one list per prompt."""
         if isinstance(input, str):
             input = self.to_tokens(input, prepend_bos=prepend_bos)[0]
+        elif isinstance(input, (list, tuple)) and input and all(isinstance(text, str) for text in input):
+            return [self.to_str_tokens(text, prepend_bos=prepend_bos) for text in input]
         return tokenization.to_str_tokens(self._require_tokenizer(), input)
 
     def to_string(self, tokens: Tensor | Sequence[int]) -> str | list[str]:
@@ -146,6 +167,8 @@ class HookedTransformer(StackedWeights, HookedModule):
         """Index of ``single_token`` in ``input`` (a string, or tokens of one prompt)."""
         if isinstance(input, str):
             input = self.to_tokens(input, prepend_bos=prepend_bos)
+        elif not isinstance(input, Tensor):
+            raise TypeError(f"get_token_position looks in one prompt: a string or its tokens [pos], got {type(input).__name__}")
         if isinstance(single_token, str):
             single_token = self.to_single_token(single_token)
         return tokenization.get_token_position(single_token, input, mode)
@@ -188,6 +211,8 @@ class HookedTransformer(StackedWeights, HookedModule):
         """
         if return_type not in RETURN_TYPES:
             raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
+        if not isinstance(loss_per_token, bool):
+            raise TypeError(f"loss_per_token must be True or False, got {loss_per_token!r}")
         start, stop = self._layer_range(start_at_layer, stop_at_layer)
         if past_kv_cache is not None and (start_at_layer is not None or stop_at_layer is not None):
             raise ValueError("past_kv_cache needs the whole model to run: it cannot be combined with start_at_layer or stop_at_layer")
@@ -258,9 +283,18 @@ class HookedTransformer(StackedWeights, HookedModule):
         padding_side: str | None,
         attention_mask: Tensor | None,
     ) -> tuple[Tensor, Tensor | None]:
-        if isinstance(input, str) or (isinstance(input, (list, tuple)) and input and isinstance(input[0], str)):
+        if isinstance(input, (list, tuple)) and not input:
+            raise ValueError("the input list is empty: pass at least one string (or a [batch pos] tensor of token ids)")
+        if isinstance(input, str) or (isinstance(input, (list, tuple)) and isinstance(input[0], str)):
             if attention_mask is not None:
                 raise ValueError("attention_mask is built from the strings; pass it only with token ids")
+            texts = [input] if isinstance(input, str) else list(input)
+            empty = [index for index, text in enumerate(texts) if isinstance(text, str) and not text]
+            if empty:
+                raise ValueError(
+                    f"input string {empty[0]} of {len(texts)} is empty, so the model would see only a BOS token; drop it, "
+                    "or pass model.to_tokens('') explicitly if the prediction after BOS is what you want"
+                )
             tokenized = self.tokenize(input, prepend_bos, padding_side)
             mask = tokenized.attention_mask
             return self._check_tokens(tokenized.tokens), (None if bool(mask.all()) else mask)
@@ -276,6 +310,8 @@ class HookedTransformer(StackedWeights, HookedModule):
         if tokens.ndim != 2:
             fix = " (add a batch axis with tokens.unsqueeze(0))" if tokens.ndim == 1 else ""
             raise ValueError(f"tokens must have shape [batch pos], got {tuple(tokens.shape)}{fix}")
+        if 0 in tokens.shape:
+            raise ValueError(f"tokens have shape {tuple(tokens.shape)}: there must be at least one prompt and one position")
         if tokens.shape[1] > self.cfg.n_ctx:
             raise ValueError(
                 f"sequence length {tokens.shape[1]} is longer than the model's context n_ctx={self.cfg.n_ctx}; "
@@ -294,6 +330,15 @@ class HookedTransformer(StackedWeights, HookedModule):
             raise ValueError(f"with start_at_layer, input must be a residual stream [batch pos d_model={self.cfg.d_model}], got {shape}")
         if residual.shape[1] > self.cfg.n_ctx:
             raise ValueError(f"sequence length {residual.shape[1]} is longer than n_ctx={self.cfg.n_ctx}")
+        if 0 in residual.shape:
+            raise ValueError(f"the residual stream has shape {tuple(residual.shape)}: it needs at least one prompt and one position")
+        if residual.dtype != self.cfg.dtype:
+            raise TypeError(
+                f"the residual stream has dtype {residual.dtype}, the model runs in {self.cfg.dtype}; "
+                f"cast it with .to({self.cfg.dtype})"
+            )
+        if residual.device != self.device:
+            raise ValueError(f"the residual stream is on {residual.device}, the model on {self.device}; move it with .to(model.device)")
         return residual
 
     def _check_attention_mask(self, mask: Tensor | None, batch_pos: tuple[int, int]) -> Tensor | None:
@@ -323,9 +368,17 @@ class HookedTransformer(StackedWeights, HookedModule):
     def _layer_range(self, start: int | None, stop: int | None) -> tuple[int, int]:
         n = self.cfg.n_layers
         for name, value in (("start_at_layer", start), ("stop_at_layer", stop)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"{name} must be an int or None, got {value!r} ({type(value).__name__})")
             if value is not None and not -n <= value <= n:
                 raise ValueError(f"{name}={value} is out of range for a model with {n} layers (use -{n}..{n})")
-        return range(n)[slice(start, stop)].start, range(n)[slice(start, stop)].stop
+        first, last = range(n)[slice(start, stop)].start, range(n)[slice(start, stop)].stop
+        if first > last:  # slicing would run no block and hand the input back as if it were the answer
+            raise ValueError(
+                f"start_at_layer={start} comes after stop_at_layer={stop} (blocks {first} and {last} of {n}); "
+                "start must not be later than stop"
+            )
+        return first, last
 
     # -------------------------------------------------------------- generation
     def generate(
@@ -393,12 +446,24 @@ def lm_cross_entropy_loss(
     per_token: bool = False,
 ) -> Tensor:
     """Next-token cross-entropy. Pairs that touch padding are excluded (zero in the per-token loss)."""
+    if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        what = f"dtype {tokens.dtype}" if isinstance(tokens, Tensor) else type(tokens).__name__
+        raise TypeError(f"tokens must be an integer tensor of token ids, got {what}")
     if tokens.shape != logits.shape[:2]:
         raise ValueError(f"tokens {tuple(tokens.shape)} do not match the logits' [batch pos] {tuple(logits.shape[:2])}")
+    if tokens.shape[1] < 2:
+        raise ValueError(f"a next-token loss needs at least 2 positions, got {tokens.shape[1]}: there is nothing to predict")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= logits.shape[-1]):
+        bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
+        raise ValueError(f"token id {bad} is out of range; ids must be in [0, d_vocab={logits.shape[-1]})")
     log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
     loss = -log_probs.gather(-1, tokens[:, 1:, None].to(logits.device)).squeeze(-1)
     if attention_mask is None:
         return loss if per_token else loss.mean()
     valid = (attention_mask[:, :-1] * attention_mask[:, 1:]).to(loss.dtype)
     loss = loss * valid
-    return loss if per_token else loss.sum() / valid.sum()
+    if per_token:
+        return loss
+    if not bool(valid.any()):  # the mean over no pairs would be nan
+        raise ValueError("no prompt has two consecutive real tokens, so there is no next-token pair to score")
+    return loss.sum() / valid.sum()

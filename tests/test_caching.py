@@ -161,5 +161,20 @@ def test_return_cache_object_false_gives_a_plain_dict(model, tokens):
 def test_bad_pos_slice_fails_before_the_forward(model, tokens):
     with pytest.raises(TypeError, match="a slice must be"):
         model.run_with_cache(tokens, pos_slice=1.5)
-    with pytest.raises(IndexError, match="out of range for an axis of size 12"):
+    with pytest.raises(ValueError, match=r"pos_slice=\[0, 40\] does not fit hook_embed, which has 12 positions"):
         model.run_with_cache(tokens, names_filter="hook_embed", pos_slice=[0, 40])
+
+
+@pytest.mark.parametrize("device, pattern", [
+    ("gpu", r"device='gpu' is not a torch device; use e\.g\. 'cpu' or 'cuda:0'"),
+    (3.5, r"device=3\.5 is not a torch device"),
+])
+def test_bad_device_fails_before_the_forward_with_a_clear_error(model, tokens, device, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        model.run_with_cache(tokens, device=device)
+
+
+def test_cuda_device_without_cuda_is_refused_before_the_forward(model, tokens, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on machines with a GPU
+    with pytest.raises(ValueError, match=r"device='cuda' asks for CUDA, which this machine does not have"):
+        model.run_with_cache(tokens, device="cuda")

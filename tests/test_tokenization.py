@@ -87,23 +87,47 @@ def test_invalid_padding_side_is_refused(lm):
         lm.to_tokens(PROMPTS, padding_side="middle")
 
 
-def test_to_tokens_truncates_to_n_ctx(lm):
+def fresh_lm(bpe_tokenizer) -> HookedTransformer:
+    """A model that has not warned yet: the truncation warning comes once per model."""
+    return HookedTransformer(tiny_config(d_vocab=300), tokenizer=bpe_tokenizer).eval()
+
+
+def test_to_tokens_truncates_to_n_ctx(bpe_tokenizer):
+    lm = fresh_lm(bpe_tokenizer)
     long_text = " ".join([SENTENCE] * 4)
     full = lm.to_tokens(long_text, truncate=False)
     assert full.shape[1] > lm.cfg.n_ctx, "the test text should be longer than the context"
-    truncated = lm.to_tokens(long_text)
+    with pytest.warns(UserWarning, match=rf"input of {full.shape[1]} tokens is longer than the model's context n_ctx=48"):
+        truncated = lm.to_tokens(long_text)
     assert truncated.shape == (1, lm.cfg.n_ctx)
     assert torch.equal(truncated[0], full[0, : lm.cfg.n_ctx]), "truncation should keep the start of the text"
     with pytest.raises(ValueError, match="n_ctx"):
         lm(full)
 
 
-def test_truncation_in_a_batch_only_cuts_long_rows(lm):
+def test_truncation_in_a_batch_only_cuts_long_rows(bpe_tokenizer):
+    lm = fresh_lm(bpe_tokenizer)
     long_text = " ".join([SENTENCE] * 4)
-    tokenized = lm.tokenize([long_text, "Hello world"], padding_side="right")
+    with pytest.warns(UserWarning, match="longer than the model's context"):
+        tokenized = lm.tokenize([long_text, "Hello world"], padding_side="right")
     assert tokenized.tokens.shape == (2, lm.cfg.n_ctx)
     assert tokenized.attention_mask[0].all()
     assert tokenized.attention_mask[1].sum() == 1 + len(ids_of(lm.tokenizer, "Hello world"))
+
+
+def test_truncation_warns_once_per_model_naming_the_way_out(bpe_tokenizer):
+    import warnings
+
+    lm, other = fresh_lm(bpe_tokenizer), fresh_lm(bpe_tokenizer)
+    long_text = " ".join([SENTENCE] * 4)
+    with pytest.warns(UserWarning, match=r"kept its first 48 tokens .*pass truncate=False"):
+        lm(long_text)  # the forward truncates strings too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lm(long_text)  # a second time on the same model: no warning
+        lm(SENTENCE)  # an input that fits never warns
+    with pytest.warns(UserWarning, match="longer than the model's context"):
+        other.to_tokens(long_text)  # another model warns on its own
 
 
 def test_strings_without_a_tokenizer_are_refused():
@@ -142,6 +166,35 @@ def test_to_str_tokens_of_2d_tokens_gives_one_list_per_row(lm):
     for row, prompt_tokens in zip(str_tokens, tokens):
         assert isinstance(row, list) and len(row) == tokens.shape[1]
         assert row == lm.to_str_tokens(prompt_tokens)
+
+
+def test_to_str_tokens_of_a_one_prompt_batch_is_flat_as_in_transformer_lens(lm):
+    tokens = lm.to_tokens("Hello world")  # [1 pos], what to_tokens returns for one string
+    assert lm.to_str_tokens(tokens) == ["<|endoftext|>", "Hello", " w", "o", "r", "l", "d"], (
+        "a [1 pos] tensor should give a flat list, as TransformerLens does (not a list holding one list)"
+    )
+    assert lm.to_str_tokens(tokens) == lm.to_str_tokens("Hello world")
+
+
+def test_to_str_tokens_of_a_0d_tensor_is_a_one_item_list(lm, bpe_tokenizer):
+    token = ids_of(bpe_tokenizer, "Hello")[0]
+    assert lm.to_str_tokens(torch.tensor(token)) == ["Hello"]
+    assert lm.to_string(torch.tensor(token)) == "Hello"
+
+
+def test_to_str_tokens_of_a_list_of_strings_gives_one_list_per_string(lm):
+    assert lm.to_str_tokens(["Hello world", "The quick"]) == [lm.to_str_tokens("Hello world"), lm.to_str_tokens("The quick")]
+
+
+@pytest.mark.parametrize("convert", ["to_str_tokens", "to_string"])
+@pytest.mark.parametrize("ids, error, pattern", [
+    ([5, 300], ValueError, r"token id 300 is not in the tokenizer's vocabulary \[0, 300\)"),  # HF would decode it as ""
+    ([5, -1], ValueError, r"token id -1 is not in the tokenizer's vocabulary"),  # HF would raise OverflowError
+    (torch.tensor([1.0, 2.0]), TypeError, r"tokens must be integer token ids, got dtype torch.float32"),
+])
+def test_decoding_ids_the_tokenizer_does_not_have_raises(lm, convert, ids, error, pattern):
+    with pytest.raises(error, match=pattern):
+        getattr(lm, convert)(torch.as_tensor(ids))
 
 
 def test_to_str_tokens_round_trips_with_to_string(lm):

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 Metric = Callable[[Tensor], Tensor]
 EXPLICIT_ATTENTION_HOOKS = (".hook_pattern", ".hook_attn_scores")
 # Hooking these makes the layer leave its fused kernel (components/attention.py, layer_norm.py).
-KERNEL_SWITCHING_HOOKS = (*EXPLICIT_ATTENTION_HOOKS, "hook_scale")
+KERNEL_SWITCHING_HOOKS = (*EXPLICIT_ATTENTION_HOOKS, "hook_scale", "hook_normalized")
 
 
 def patch_locations(

@@ -105,7 +105,9 @@ def test_residual_stream_and_attention_patterns_match_hugging_face(make_hf_gpt2,
     for layer in range(n_layers - 1):
         name = f"blocks.{layer}.hook_resid_post"
         assert_max_abs(cache[name], hf_out.hidden_states[layer + 1], 1e-4, name)
-    assert_max_abs(cache["ln_final.hook_normalized"], hf_out.hidden_states[-1], 1e-4, "ln_final.hook_normalized")
+    # hook_normalized is taken before ln_f's weight and bias (TransformerLens >= 3.0); HF's last state is after them.
+    ln_final_out = cache["ln_final.hook_normalized"] * model.ln_final.w + model.ln_final.b
+    assert_max_abs(ln_final_out, hf_out.hidden_states[-1], 1e-4, "ln_final.hook_normalized * w + b")
     for layer in range(n_layers):
         name = f"blocks.{layer}.attn.hook_pattern"
         assert hf_out.attentions[layer].std() > 0.05, "attention is nearly uniform; the comparison would be vacuous"

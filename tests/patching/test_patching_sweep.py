@@ -22,6 +22,7 @@ SITES = [
     ("ln_final.hook_normalized", ("pos",)),
     ("resid_mid", ("layer",)),
     ("ln1.hook_scale", ("layer", "pos")),
+    ("ln2.hook_normalized", ("layer", "pos")),  # hooked, a LayerNorm with weights leaves its fused kernel
 ]
 
 

@@ -10,13 +10,14 @@ measures whether the model learned the IOI algorithm rather than memorised names
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
 from interp_transformer.config import TransformerConfig
 from interp_transformer.model import HookedTransformer
+from interp_transformer.toy.evaluation import Figure
 from interp_transformer.toy.recipes import Recipe
 from interp_transformer.toy.tokenizer import build_word_tokenizer
 from interp_transformer.toy.train import Batch, TrainSettings
@@ -134,6 +135,79 @@ def evaluate(model: HookedTransformer, generator: torch.Generator) -> dict[str, 
     return metrics
 
 
+
+def name_positions(prompts: IOIPrompts) -> dict[str, Tensor]:
+    """``[batch]`` positions of the IO name, the subject's first mention (S1) and its second (S2)."""
+    io = (prompts.tokens == prompts.io_ids[:, None]).int().argmax(-1)
+    s_mask = (prompts.tokens == prompts.s_ids[:, None]).int()
+    s1 = s_mask.argmax(-1)
+    s2 = (s_mask * (s_mask.cumsum(-1) == 2)).argmax(-1)
+    return {"IO": io, "S1": s1, "S2": s2}
+
+
+def last_layer_heads(model: HookedTransformer, prompts: IOIPrompts) -> dict[str, float]:
+    """Per last-layer head: mean attention from the end to S2 and to IO, and its direct effect on the S and IO logits.
+
+    The direct effect is the head's output at the end position through the final LayerNorm (the
+    whole stream's scale) and the unembedding, minus its mean over all names: softmax ignores a
+    shift shared by every name, so only the difference says whether the head favours or suppresses one.
+    """
+    layer, rows = model.cfg.n_layers - 1, torch.arange(len(prompts.tokens))
+    _, cache = model.run_with_cache(prompts.tokens)
+    pattern = cache[f"blocks.{layer}.attn.hook_pattern"][rows, :, prompts.end_pos]  # [batch head_index key_pos]
+    z = cache[f"blocks.{layer}.attn.hook_z"][rows, prompts.end_pos]  # [batch head_index d_head]
+    head_out = torch.einsum("bhd,hdm->bhm", z, model.blocks[layer].attn.W_O)
+    normalized = (head_out - head_out.mean(-1, keepdim=True)) / cache["ln_final.hook_scale"][rows, prompts.end_pos][:, None]
+    name_ids = torch.tensor(tokenizer().convert_tokens_to_ids(IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT))
+    name_logits = (normalized * model.ln_final.w) @ model.W_U[:, name_ids]  # [batch head_index name]
+    name_logits = name_logits - name_logits.mean(-1, keepdim=True)
+    position_of = {int(token): i for i, token in enumerate(name_ids)}
+    s_col = torch.tensor([position_of[int(t)] for t in prompts.s_ids])
+    io_col = torch.tensor([position_of[int(t)] for t in prompts.io_ids])
+    where = name_positions(prompts)
+    metrics = {}
+    for head in range(model.cfg.n_heads):
+        label = f"L{layer}H{head}"
+        metrics[f"{label}_attention_end_to_S2"] = pattern[rows, head, where["S2"]].mean().item()
+        metrics[f"{label}_attention_end_to_IO"] = pattern[rows, head, where["IO"]].mean().item()
+        metrics[f"{label}_direct_effect_on_S_logit"] = name_logits[rows, head, s_col].mean().item()
+        metrics[f"{label}_direct_effect_on_IO_logit"] = name_logits[rows, head, io_col].mean().item()
+    return metrics
+
+
+def card_figures(model: HookedTransformer, seeds: Sequence[int]) -> list[Figure]:
+    from interp_transformer.toy.train import masked_loss
+
+    def measure(generator: torch.Generator) -> dict[str, float]:
+        metrics = evaluate(model, generator) | {"training_data_loss": masked_loss(model, sample_batch(generator, 256)).item()}
+        for split, names in (("train_names", IOI_NAMES_TRAIN), ("heldout", IOI_NAMES_HELDOUT)):
+            heads = last_layer_heads(model, ioi_prompts(300, names, generator))
+            metrics |= {f"{key} ({split})": value for key, value in heads.items()}
+        return metrics
+
+    runs = [measure(torch.Generator().manual_seed(seed)) for seed in seeds]
+    how = {
+        "training_data_loss": "next-token loss on 256 fresh training sequences (IOI and copying)",
+        "heldout_accuracy": "IO is the top-1 prediction; 300 IOI prompts on held-out names",
+        "heldout_logit_diff": "logit(IO) - logit(S); 300 IOI prompts on held-out names",
+        "train_names_accuracy": "IO is the top-1 prediction; 300 IOI prompts on training names",
+        "train_names_logit_diff": "logit(IO) - logit(S); 300 IOI prompts on training names",
+    }
+    last = model.cfg.n_layers - 1
+    for split in ("train_names", "heldout"):
+        for head in range(model.cfg.n_heads):
+            label, prompts = f"L{last}H{head}", f"300 IOI prompts on {split.replace('_', ' ')}"
+            how[f"{label}_attention_end_to_S2 ({split})"] = f"attention from the last prompt token to S2; {prompts}"
+            if split == "heldout":  # held-out rows: only what changes (the heads lose S2 and stop suppressing S)
+                how[f"{label}_direct_effect_on_S_logit ({split})"] = (
+                    f"head output through ln_final and W_U: logit(S) minus the mean name logit; {prompts}")
+                continue
+            how[f"{label}_attention_end_to_IO ({split})"] = f"attention from the last prompt token to IO; {prompts}"
+            for name in ("S", "IO"):
+                how[f"{label}_direct_effect_on_{name}_logit ({split})"] = (
+                    f"head output through ln_final and W_U: logit({name}) minus the mean name logit; {prompts}")
+    return [Figure(name, tuple(run[name] for run in runs), text) for name, text in how.items()]
+
 RECIPE = Recipe(
     name="ioi-mini",
     config=CONFIG,
@@ -141,6 +215,19 @@ RECIPE = Recipe(
     build_tokenizer=tokenizer,
     sample_batch=sample_batch,
     evaluate=evaluate,
+    card_figures=card_figures,
+    card_notes=(
+        "The shipped run shared the machine's 2 cores with other jobs (load average 4-8), so its time is inflated. "
+        "Retraining with `python -m interp_transformer.toy.train ioi-mini` on an idle 2-core machine (2 threads) took "
+        "226 s and reproduced the training-time metrics closely (one evaluation draw, seed 12345: held-out accuracy "
+        "0.740, logit diff 1.19; training names 1.00, 7.03).\n\n"
+        "What the last-layer heads do: L2H1, L2H2 and L2H3 attend from the last prompt token to the subject's second "
+        "mention S2 (0.97, 0.97, 0.99 on training names) and almost never to the indirect object (< 0.001). Their "
+        "direct effect lowers the subject's logit (-1.0, -1.1, -2.1 against the mean name) and raises the IO's only "
+        "a little (+0.1 to +0.2). They are subject-suppression heads, not name movers in the sense of Wang et al. "
+        "(2022), which attend to the IO and copy it. On held-out names they attend to S2 less (0.77-0.84) and "
+        "barely lower, or even raise, the subject's logit (-0.11 to +0.18), in line with the lower held-out accuracy."
+    ),
     data_description=(
         f"{len(TEMPLATES)} indirect-object templates (each in ABBA and BABA order) over {len(IOI_NAMES_TRAIN)} "
         f"training names, {len(IOI_PLACES)} places and {len(IOI_OBJECTS)} objects, with the answer appended; "

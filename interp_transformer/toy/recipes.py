@@ -7,12 +7,13 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from interp_transformer.config import TransformerConfig
 from interp_transformer.model import HookedTransformer
+from interp_transformer.toy.evaluation import CARD_SEEDS, Figure, results_table
 from interp_transformer.toy.registry import WEIGHTS_DIR
 from interp_transformer.toy.train import Batch, TrainSettings, train
 
@@ -27,6 +28,9 @@ class Recipe:
     # evaluate(model, generator) -> metrics; the tests call it with fresh seeds.
     evaluate: Callable[[HookedTransformer, torch.Generator], dict[str, float]]
     data_description: str
+    # card_figures(model, seeds) -> every number the model card states, with its spread over seeds.
+    card_figures: Callable[[HookedTransformer, Sequence[int]], list[Figure]]
+    card_notes: str = ""  # measured facts about retraining and reproducibility, printed under Training
     eval_seed: int = 12345
     loss_fn: Callable[[HookedTransformer, Batch], torch.Tensor] | None = None
 
@@ -47,24 +51,25 @@ def train_recipe(recipe: Recipe, out: Path | None = None, steps: int | None = No
     result = train(model, recipe.sample_batch, settings, evaluate=lambda m: recipe.evaluate(m, eval_generator()), loss_fn=recipe.loss_fn)
     out = WEIGHTS_DIR / recipe.name if out is None else Path(out)
     model.save_pretrained(out)
-    (out / "training.json").write_text(
-        json.dumps(
-            {"steps": settings.steps, "final_loss": result.final_loss, "metrics": result.metrics,
-             "train_seconds": round(result.seconds, 1), "torch": torch.__version__, "machine": platform.machine(),
-             "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "history": result.history},
-            indent=2,
-        ) + "\n"
-    )
-    (out / "MODEL_CARD.md").write_text(model_card(recipe, settings, result))
+    training = {"steps": settings.steps, "final_loss": result.final_loss, "metrics": result.metrics,
+                "train_seconds": round(result.seconds, 1), "torch": torch.__version__, "machine": platform.machine(),
+                "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "history": result.history}
+    (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    with torch.no_grad():
+        figures = recipe.card_figures(model, CARD_SEEDS)
+    (out / "MODEL_CARD.md").write_text(model_card(recipe, training, figures))
     print(f"saved {recipe.name} to {out} after {result.seconds:.0f} s: {result.metrics}")
     return out
 
 
-def model_card(recipe: Recipe, settings: TrainSettings, result) -> str:
+def model_card(recipe: Recipe, training: dict, figures: Sequence[Figure]) -> str:
+    """The card: architecture and data from the recipe, training from ``training.json``, results measured over seeds."""
     cfg = recipe.config
-    metrics = "\n".join(f"| {k} | {v:.4g} |" for k, v in result.metrics.items())
+    settings = TrainSettings(**{**recipe.settings.__dict__, "steps": training["steps"]})
     schedule = "a constant rate" if settings.min_lr_fraction == 1.0 else f"cosine decay to {settings.min_lr_fraction} of the peak"
     batch = "the full training set (batch_size=0)" if settings.batch_size == 0 else f"batch {settings.batch_size}"
+    load = f", machine load average {training['load_average']:.1f} at the end" if "load_average" in training else ""
+    notes = f"\n\n{recipe.card_notes}" if recipe.card_notes else ""
     return f"""# {recipe.name}
 
 Embedded model shipped with interp_transformer, trained with the project's own code.
@@ -80,16 +85,17 @@ normalization={cfg.normalization_type}, d_vocab={cfg.d_vocab}, n_ctx={cfg.n_ctx}
 ## Training
 AdamW (lr={settings.lr}, betas={settings.betas}, weight_decay={settings.weight_decay}), {settings.warmup_steps} warm-up steps \
 then {schedule}, gradient clipping {settings.grad_clip}, {settings.steps} steps of {batch}, seed {settings.seed}. \
-Took {result.seconds:.0f} s on {torch.get_num_threads()} CPU thread(s), machine load average {os.getloadavg()[0]:.1f} \
-at the end (a load above the core count means other jobs shared the CPU and the time is inflated).
+Took {training["train_seconds"]:.0f} s on {training["threads"]} CPU thread(s) with torch {training["torch"]}{load}.{notes}
 
-## Results (evaluation data from seed {recipe.eval_seed}, never trained on)
-| metric | value |
-|---|---|
-| final training loss | {result.final_loss:.4g} |
-{metrics}
+## Results
+Measured on the shipped weights. A value `mean ± std` is the mean and standard deviation over \
+{len(CARD_SEEDS)} evaluation seeds ({CARD_SEEDS[0]}-{CARD_SEEDS[-1]}), with freshly sampled data for each seed \
+(never trained on); an exact value depends only on the weights or on a fixed data set. Print these \
+figures with `python -m interp_transformer.toy.evaluation {recipe.name}`; add `--write` to regenerate this card.
 
-The test suite re-checks these claims on freshly generated evaluation data.
+{results_table(figures)}
+
+The test suite re-checks these figures on data from other seeds.
 
 ## Retrain
     python -m interp_transformer.toy.train {recipe.name}

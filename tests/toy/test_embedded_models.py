@@ -63,7 +63,8 @@ def test_induction_model_completes_a_repeated_word_sequence(loaded):
 
 def test_ioi_model_generalises_to_held_out_names(loaded):
     metrics = ioi.evaluate(loaded["ioi-mini"], torch.Generator().manual_seed(FRESH_SEED))
-    # The card reports 0.74 accuracy / 1.18 logit diff on held-out names, 1.00 / 7.0 on training names.
+    # Sanity floors far below the card (held-out accuracy 0.731 ± 0.019, logit diff 1.09 ± 0.13; training names
+    # 1 ± 0, 6.98 ± 0.09); test_model_cards.py checks the stated values against their spread.
     assert metrics["heldout_accuracy"] > 0.6, f"held-out IOI accuracy too low: {metrics}"
     assert metrics["heldout_logit_diff"] > 0.7, f"held-out IO-S logit difference too small: {metrics}"
     assert metrics["train_names_accuracy"] > 0.95, f"IOI accuracy on training names too low: {metrics}"
@@ -79,6 +80,7 @@ def test_ioi_model_answers_the_canonical_prompt(loaded):
 def test_modadd_model_is_accurate_and_fourier_sparse(loaded):
     model = loaded["modadd-1l"]
     metrics = modadd.evaluate(model)
+    # The card's exact figure is 0.99902 (5 wrong of 5,108); test_model_cards.py counts the errors itself.
     assert metrics["test_accuracy"] > 0.99, f"modular addition test accuracy too low: {metrics}"
     assert metrics["top_frequency_share"] > 0.8, f"embedding not concentrated on {modadd.KEY_FREQUENCY_COUNT} frequencies: {metrics}"
     recorded = json.loads((embedded_models()["modadd-1l"] / "training.json").read_text())["metrics"]

@@ -1,0 +1,217 @@
+"""The model cards tell the truth: each claim is recomputed here, on seeds the cards never used, by independent code."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from interp_transformer import HookedTransformer
+from interp_transformer.toy import embedded_models, induction, ioi, modadd
+from interp_transformer.toy.evaluation import CARD_SEEDS, parse_results_table
+from interp_transformer.toy.words import IOI_NAMES_HELDOUT, IOI_NAMES_TRAIN
+
+FRESH_SEEDS = tuple(range(2024, 2029))  # 5 seeds, disjoint from the cards' evaluation seeds
+assert not set(FRESH_SEEDS) & set(CARD_SEEDS)
+
+
+def card(name: str) -> str:
+    return (embedded_models()[name] / "MODEL_CARD.md").read_text()
+
+
+def figures(name: str) -> dict[str, tuple[float, float]]:
+    parsed = parse_results_table(card(name))
+    assert parsed, f"no results table in {name}'s card: regenerate it with python -m interp_transformer.toy.evaluation {name} --write"
+    return parsed
+
+
+def within_stated_spread(fresh: float, stated: tuple[float, float], floor: float) -> bool:
+    """A 5-seed mean should land within 3 stated standard deviations of the stated mean (``floor`` for tiny spreads)."""
+    mean, std = stated
+    return abs(fresh - mean) <= max(3 * std, floor)
+
+
+@pytest.fixture(scope="module")
+def induction_model() -> HookedTransformer:
+    return HookedTransformer.from_pretrained("attn-only-2l-induction")
+
+
+@pytest.fixture(scope="module")
+def ioi_model() -> HookedTransformer:
+    return HookedTransformer.from_pretrained("ioi-mini")
+
+
+# ----------------------------------------------------------------------------- attn-only-2l-induction
+def test_induction_card_states_the_repeat_lengths_the_sampler_draws():
+    """Measure the training data: a row's repeat length is the largest shift ``L`` with ``L`` equal tokens in a row."""
+    lengths, prefixes = set(), set()
+    for seed in range(10):
+        tokens = induction.sample_batch(torch.Generator().manual_seed(seed), 64).tokens
+        found = torch.zeros(len(tokens), dtype=torch.long)
+        start = torch.zeros(len(tokens), dtype=torch.long)
+        for shift in range(2, 31):
+            windows = (tokens[:, :-shift] == tokens[:, shift:]).unfold(1, shift, 1).all(-1)  # [batch start]
+            hit = windows.any(-1)
+            found[hit], start[hit] = shift, windows.int().argmax(-1)[hit]
+        assert (found > 0).all(), "every training row should hold a repeat"
+        lengths |= set(found.tolist())
+        prefixes |= set((start - 1).tolist())  # position 0 is <bos>
+    assert (min(lengths), max(lengths)) == (8, 24), f"sampler's repeat lengths: {sorted(lengths)}"
+    assert (min(prefixes), max(prefixes)) == (0, 12), f"sampler's prefix lengths: {sorted(prefixes)}"
+    text = card("attn-only-2l-induction")
+    assert "8-24 words" in text and "0-12 words" in text, "the card's Data section should state the sampler's ranges"
+    assert "4-30" not in text, "the card still claims repeats of 4-30 words"
+
+
+def repeat_loss_ratio(model: HookedTransformer, length: int, offset: int) -> float:
+    """Repeated-copy loss over first-copy loss of ``<bos> prefix x x``, pooled over the fresh seeds (dense cross-entropy)."""
+    ratios = []
+    for seed in FRESH_SEEDS:
+        generator = torch.Generator().manual_seed(seed)
+        words = torch.randint(3, model.cfg.d_vocab, (100, offset + length), generator=generator)
+        x = words[:, offset:]
+        tokens = torch.cat([torch.zeros(100, 1, dtype=torch.long), words, x], dim=1)
+        with torch.no_grad():
+            logits = model(tokens)
+        losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")  # [batch pos-1]
+        first_targets = torch.arange(offset + 2, offset + 1 + length)  # x[1:] in the first copy
+        second_targets = first_targets + length
+        ratios.append((losses[:, second_targets - 1].mean() / losses[:, first_targets - 1].mean()).item())
+    return statistics.fmean(ratios)
+
+
+@pytest.mark.parametrize("offset", [0, 6, 12])
+def test_induction_holds_exactly_over_the_stated_repeat_lengths(induction_model, offset):
+    stated = figures("attn-only-2l-induction")
+    shortest = int(stated[f"shortest_inducing_repeat_offset_{offset}"][0])
+    longest = int(stated[f"longest_inducing_repeat_offset_{offset}"][0])
+    threshold = induction.INDUCTION_HOLDS_BELOW
+    for length in (shortest, (shortest + longest) // 2, longest):
+        ratio = repeat_loss_ratio(induction_model, length, offset)
+        assert ratio < threshold, f"card says induction holds for len(x)={length} after {offset} words; ratio {ratio:.3f}"
+    for length in (shortest - 1, longest + 1):
+        if 1 + offset + 2 * length <= induction_model.cfg.n_ctx:
+            ratio = repeat_loss_ratio(induction_model, length, offset)
+            assert ratio > threshold, f"card says induction fails for len(x)={length} after {offset} words; ratio {ratio:.3f}"
+
+
+def test_induction_fails_after_a_prefix_longer_than_training(induction_model):
+    text = card("attn-only-2l-induction")
+    assert "| shortest_inducing_repeat_offset_20 | none" in text, "the card should say induction never holds after 20 words"
+    ratios = [repeat_loss_ratio(induction_model, length, 20) for length in range(2, 22)]
+    assert min(ratios) > induction.INDUCTION_HOLDS_BELOW, f"induction holds after a 20-word prefix: {ratios}"
+    assert within_stated_spread(min(ratios), figures("attn-only-2l-induction")["best_repeat_loss_ratio_offset_20"], 0.02)
+
+
+def test_induction_card_losses_and_scores_hold_on_fresh_seeds(induction_model):
+    stated = figures("attn-only-2l-induction")
+    first, second, induction_attention = [], [], []
+    for seed in FRESH_SEEDS:
+        x = torch.randint(3, induction_model.cfg.d_vocab, (200, 20), generator=torch.Generator().manual_seed(seed))
+        tokens = torch.cat([torch.zeros(200, 1, dtype=torch.long), x, x], dim=1)
+        with torch.no_grad():
+            logits, cache = induction_model.run_with_cache(tokens)
+        losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+        first.append(losses[:, 1:20].mean().item())
+        second.append(losses[:, 21:].mean().item())
+        queries = torch.arange(21, 41)  # second copy: the token after the earlier occurrence sits 19 back
+        induction_attention.append(cache["blocks.1.attn.hook_pattern"][:, 1, queries, queries - 19].mean().item())
+    for name, values, floor in (("loss_first_half", first, 0.02), ("loss_second_half", second, 0.02),
+                                ("induction_score", induction_attention, 0.01)):
+        fresh = statistics.fmean(values)
+        assert within_stated_spread(fresh, stated[name], floor), f"{name}: fresh seeds give {fresh:.4f}, card says {stated[name]}"
+
+
+# ----------------------------------------------------------------------------- ioi-mini
+def test_ioi_card_accuracy_and_logit_diff_hold_on_fresh_seeds(ioi_model):
+    stated = figures("ioi-mini")
+    for split, names in (("heldout", IOI_NAMES_HELDOUT), ("train_names", IOI_NAMES_TRAIN)):
+        accuracy, logit_diff = [], []
+        for seed in FRESH_SEEDS:
+            prompts = ioi.ioi_prompts(300, names, torch.Generator().manual_seed(seed))
+            rows = torch.arange(300)
+            with torch.no_grad():
+                logits = ioi_model(prompts.tokens)[rows, prompts.end_pos]
+            accuracy.append((logits.argmax(-1) == prompts.io_ids).float().mean().item())
+            logit_diff.append((logits[rows, prompts.io_ids] - logits[rows, prompts.s_ids]).mean().item())
+        for name, values, floor in ((f"{split}_accuracy", accuracy, 0.01), (f"{split}_logit_diff", logit_diff, 0.05)):
+            fresh = statistics.fmean(values)
+            assert within_stated_spread(fresh, stated[name], floor), f"{name}: fresh seeds give {fresh:.3f}, card says {stated[name]}"
+
+
+def test_ioi_layer2_heads_attend_to_s2_and_lower_the_subjects_logit():
+    """Independent route: folded weights, the cache's per-head results through the final LayerNorm, dotted with W_U."""
+    model = HookedTransformer.from_pretrained("ioi-mini", fold_ln=True)
+    stated = figures("ioi-mini")
+    prompts = ioi.ioi_prompts(300, IOI_NAMES_TRAIN, torch.Generator().manual_seed(FRESH_SEEDS[0]))
+    rows = torch.arange(300)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(prompts.tokens)
+        results = cache.stack_head_results(layer=3, apply_ln=True)[8:, rows, prompts.end_pos]  # [head batch d_model]
+        names = ioi.tokenizer().convert_tokens_to_ids(IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT)
+        name_logits = results @ model.W_U[:, names]  # [head batch name]
+        centred = name_logits - name_logits.mean(-1, keepdim=True)
+    column = {token: i for i, token in enumerate(names)}
+    s_col = torch.tensor([column[int(t)] for t in prompts.s_ids])
+    second_s = [int((row == s).nonzero()[1]) for row, s in zip(prompts.tokens, prompts.s_ids)]
+    for head in (1, 2, 3):
+        to_s2 = cache["pattern", 2][rows, head, prompts.end_pos, second_s].mean().item()
+        on_s = centred[head, rows, s_col].mean().item()
+        assert to_s2 > 0.95, f"card says L2H{head} attends from the end to S2; it gives S2 {to_s2:.3f}"
+        assert on_s < -0.5, f"card says L2H{head} lowers the subject's logit; its direct effect is {on_s:.3f}"
+        assert within_stated_spread(to_s2, stated[f"L2H{head}_attention_end_to_S2 (train_names)"], 0.01)
+        assert within_stated_spread(on_s, stated[f"L2H{head}_direct_effect_on_S_logit (train_names)"], 0.1)
+    text = card("ioi-mini")
+    assert "subject-suppression heads" in text and "not name movers" in text, "the card should name the heads for what they do"
+
+
+# ----------------------------------------------------------------------------- modadd-1l
+def test_modadd_card_reports_the_exact_accuracy_over_every_pair():
+    model = HookedTransformer.from_pretrained("modadd-1l")
+    a, b = torch.cartesian_prod(torch.arange(113), torch.arange(113)).T
+    texts = [f"{x} {y} =" for x, y in zip(a.tolist(), b.tolist())]
+    tokens = model.to_tokens(texts)
+    with torch.no_grad():
+        logits = model(tokens)[:, -1]
+    answers = model.to_tokens([str(z) for z in ((a + b) % 113).tolist()])[:, 0]
+    wrong = int((logits.argmax(-1) != answers).sum())
+    stated = figures("modadd-1l")["accuracy_all_pairs"]
+    assert wrong == 6 and stated == (round(1 - wrong / 12769, 5), 0.0), f"{wrong} wrong of 12,769; card says {stated}"
+    assert "6 wrong of 12,769), exact" in card("modadd-1l")
+    assert "100%" not in card("modadd-1l")
+
+
+def test_modadd_card_key_frequencies_match_a_plain_fft():
+    model = HookedTransformer.from_pretrained("modadd-1l")
+    embedding = model.W_E[3 : 3 + 113].detach().double()
+    power = torch.fft.rfft(embedding, dim=0).abs().pow(2).sum(-1)[1:]  # frequencies 1..56
+    top = sorted((power.argsort(descending=True)[:6] + 1).tolist())
+    stated = figures("modadd-1l")
+    assert top == [int(stated[f"key_frequency_{i}"][0]) for i in range(6)], f"FFT's top frequencies {top}"
+    assert abs(power[[k - 1 for k in top]].sum().item() / power.sum().item() - stated["top_frequency_share"][0]) < 1e-4
+
+
+def test_modadd_card_says_what_reproduces():
+    text = card("modadd-1l")
+    for needed in ("bit for bit", "one thread", "step 500", "not verified"):
+        assert needed in text, f"the reproducibility statement lacks {needed!r}"
+
+
+# ----------------------------------------------------------------------------- every card
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["attn-only-2l-induction", "ioi-mini", "modadd-1l"])
+def test_every_card_figure_regenerates_on_fresh_seeds(name):
+    """The card is the evaluation helper's output: on other seeds every figure lands within its stated spread."""
+    from interp_transformer.toy.evaluation import card_figures
+
+    stated = figures(name)
+    for figure in card_figures(name, FRESH_SEEDS):
+        if figure.name not in stated:
+            assert not figure.finite, f"{name}: {figure.name} is missing from the card"
+            continue
+        # exact figures are printed to 5 significant digits; sampled ones may drift a little with the data
+        floor = 1e-4 * abs(figure.mean) if figure.exact else 0.02 * max(1.0, abs(stated[figure.name][0]))
+        assert within_stated_spread(figure.mean, stated[figure.name], floor), (
+            f"{name}: {figure.name} is {figure.formatted()} on fresh seeds, card says {stated[figure.name]}")

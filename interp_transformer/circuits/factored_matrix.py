@@ -286,8 +286,8 @@ class FactoredMatrix:
             at = items.index(Ellipsis)
             items = items[:at] + (slice(None),) * (n_leading - used) + items[at + 1 :]
         split, seen = len(items), 0
-        for position, item in enumerate(items):  # leading entries end after n_leading real (non-None) indices
-            if seen == n_leading:
+        for position, item in enumerate(items):  # leading entries (and new axes) end after n_leading real indices
+            if seen == n_leading and item is not None:
                 split = position
                 break
             seen += item is not None

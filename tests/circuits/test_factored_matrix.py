@@ -122,6 +122,7 @@ def test_rows_and_columns_are_indexed_after_the_leading_axes(rectangular):
     rows, cols = torch.tensor([2, 0]), [1]
     assert_close(fm[:, :, rows, cols].AB, dense[:, :, rows][..., cols], "fm[:, :, rows, cols]")
     assert fm[0, 1, 1:3].mdim == fm.mdim, "indexing rows must not materialise the product"
+    assert_close(fm[:, :, None].AB, dense[:, :, None], "fm[:, :, None]: a new axis after the leading ones stays leading")
 
 
 def test_norm_is_the_frobenius_norm(rectangular):

@@ -7,6 +7,7 @@ cache, the later calls see only the new position, ``pos = 1``).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -102,7 +103,9 @@ def sample_next_token(
 def _prompt_tokens(
     model: "HookedTransformer", input, attention_mask: Tensor | None, prepend_bos: bool | None
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"] | None]:
-    if isinstance(input, str) or (isinstance(input, (list, tuple)) and input and isinstance(input[0], str)):
+    if isinstance(input, (list, tuple)) and not input:
+        raise ValueError("the list of strings is empty: pass at least one prompt")
+    if isinstance(input, str) or (isinstance(input, (list, tuple)) and isinstance(input[0], str)):
         if attention_mask is not None:
             raise ValueError("attention_mask is built from the strings; pass it only with token ids")
         tokenized = model.tokenize(input, prepend_bos=prepend_bos, padding_side="left")
@@ -124,6 +127,9 @@ def _prompt_tokens(
 
 def _eos_token_id(model: "HookedTransformer", eos_token_id: int | None) -> int:
     if eos_token_id is not None:
+        if not _is_int(eos_token_id) or not 0 <= eos_token_id < model.cfg.d_vocab:
+            # An id the model can never emit would make stop_at_eos silently do nothing.
+            raise ValueError(f"eos_token_id must be a token id in [0, d_vocab={model.cfg.d_vocab}), got {eos_token_id!r}")
         return eos_token_id
     if model.tokenizer is not None and model.tokenizer.eos_token_id is not None:
         return model.tokenizer.eos_token_id
@@ -131,11 +137,19 @@ def _eos_token_id(model: "HookedTransformer", eos_token_id: int | None) -> int:
 
 
 def _check_sampling_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if not _is_int(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+    if not _is_real(temperature) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None and (not _is_int(top_k) or top_k <= 0):
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True would pass as 1
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -52,6 +52,41 @@ def _per_prompt(ids: TokenIds | Tensor, batch: int, device: torch.device, what: 
     return ids
 
 
+def _token_id_range(ids: TokenIds, what: str, d_vocab: int | None = None) -> tuple[int, int]:
+    """Smallest and largest id in ``ids`` (checked once, when the metric is built): integers, >= 0, < d_vocab if known."""
+    try:
+        ids = torch.as_tensor(ids)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{what} must be an int token id or a [batch] tensor of them, got {type(ids).__name__} {ids!r}") from None
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"{what} must be integer ids, got dtype {ids.dtype}")
+    if ids.ndim > 1 or ids.numel() == 0:
+        raise ValueError(f"{what} must be one int or a [batch] tensor of ids, got shape {tuple(ids.shape)}")
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0:  # a negative id would silently index from the end of the vocabulary
+        raise ValueError(f"{what} holds token id {low}; ids must be in [0, d_vocab)")
+    _check_in_vocab(what, high, d_vocab)
+    return low, high
+
+
+def _check_in_vocab(what: str, high: int, d_vocab: int | None) -> None:
+    if d_vocab is not None and high >= d_vocab:
+        raise ValueError(f"{what} holds token id {high}, outside the vocabulary: ids must be in [0, d_vocab={d_vocab})")
+
+
+def _check_positions(positions: Positions, n_positions: int) -> None:
+    if isinstance(positions, bool) or not isinstance(positions, (int, Tensor)):
+        raise TypeError(f"positions must be an int or a [batch] tensor of ints, got {type(positions).__name__} {positions!r}")
+    if isinstance(positions, Tensor) and (positions.is_floating_point() or positions.dtype == torch.bool):
+        raise TypeError(f"positions must be integer positions, got dtype {positions.dtype}")
+    if isinstance(positions, Tensor) and positions.numel() == 0:
+        return  # the shape check in _per_prompt explains this one
+    low, high = (positions, positions) if isinstance(positions, int) else (int(positions.min()), int(positions.max()))
+    if low < -n_positions or high >= n_positions:
+        bad = low if low < -n_positions else high
+        raise ValueError(f"answer position {bad} is out of range for logits with {n_positions} positions (use -{n_positions}..{n_positions - 1})")
+
+
 class AnswerMetric(ABC):
     """A metric of the logits at one position per prompt (the position that predicts the answer).
 
@@ -70,6 +105,7 @@ class AnswerMetric(ABC):
         return self.from_answer_logits(self.answer_logits(logits))
 
     def answer_logits(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, "batch d_vocab"]:
+        _check_positions(self.positions, logits.shape[1])
         positions = _per_prompt(self.positions, logits.shape[0], logits.device, "positions")
         return logits[torch.arange(logits.shape[0], device=logits.device), positions]
 
@@ -86,12 +122,24 @@ class LogitDiff(AnswerMetric):
     """``logit[answer] - logit[wrong]`` at the answer position (e.g. IO minus S in IOI)."""
 
     def __init__(
-        self, answer_tokens: TokenIds, wrong_tokens: TokenIds, positions: Positions = -1, reduction: Reduction = "mean"
+        self,
+        answer_tokens: TokenIds,
+        wrong_tokens: TokenIds,
+        positions: Positions = -1,
+        reduction: Reduction = "mean",
+        d_vocab: int | None = None,
     ) -> None:
+        """``d_vocab`` (optional) checks the ids now rather than at the first call."""
         super().__init__(positions, reduction)
         self.answer_tokens, self.wrong_tokens = answer_tokens, wrong_tokens
+        self._largest_ids = {
+            "answer_tokens": _token_id_range(answer_tokens, "answer_tokens", d_vocab)[1],
+            "wrong_tokens": _token_id_range(wrong_tokens, "wrong_tokens", d_vocab)[1],
+        }
 
     def per_prompt(self, answer_logits: Float[Tensor, "batch d_vocab"]) -> Float[Tensor, "batch"]:
+        for what, high in self._largest_ids.items():
+            _check_in_vocab(what, high, answer_logits.shape[-1])
         batch, device = answer_logits.shape[0], answer_logits.device
         right = _per_prompt(self.answer_tokens, batch, device, "answer_tokens")
         wrong = _per_prompt(self.wrong_tokens, batch, device, "wrong_tokens")
@@ -102,11 +150,16 @@ class LogitDiff(AnswerMetric):
 class AnswerLogProb(AnswerMetric):
     """Log-probability of the answer token at the answer position."""
 
-    def __init__(self, answer_tokens: TokenIds, positions: Positions = -1, reduction: Reduction = "mean") -> None:
+    def __init__(
+        self, answer_tokens: TokenIds, positions: Positions = -1, reduction: Reduction = "mean", d_vocab: int | None = None
+    ) -> None:
+        """``d_vocab`` (optional) checks the ids now rather than at the first call."""
         super().__init__(positions, reduction)
         self.answer_tokens = answer_tokens
+        self._largest_id = _token_id_range(answer_tokens, "answer_tokens", d_vocab)[1]
 
     def per_prompt(self, answer_logits: Float[Tensor, "batch d_vocab"]) -> Float[Tensor, "batch"]:
+        _check_in_vocab("answer_tokens", self._largest_id, answer_logits.shape[-1])
         batch, device = answer_logits.shape[0], answer_logits.device
         answers = _per_prompt(self.answer_tokens, batch, device, "answer_tokens")
         log_probs = answer_logits.float().log_softmax(-1)
@@ -126,7 +179,12 @@ class NextTokenLoss:
     Reads every position, so sweeps unembed them all.
     """
 
-    def __init__(self, tokens: Int[Tensor, "batch pos"], reduction: Reduction = "mean") -> None:
+    def __init__(self, tokens: Int[Tensor, "batch pos"], reduction: Reduction = "mean", d_vocab: int | None = None) -> None:
+        """``d_vocab`` (optional) checks the ids now rather than at the first call."""
+        if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+            shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise ValueError(f"NextTokenLoss takes the tokens [batch pos], got {shape}")
+        _token_id_range(tokens.flatten(), "tokens", d_vocab)
         self.tokens = tokens
         self.reduction = _check_reduction(reduction)
 

@@ -8,8 +8,12 @@ The metric is the IO-minus-S logit difference, normalised to clean = 1, corrupte
 
 Writes each result as CSV and HTML heatmap to --out and prints the headline numbers: where the
 residual stream carries the answer, the heads whose output restores it, the heads whose direct
-path to the logits restores it (name movers), and how well attribution patching predicts the
-real head patching.
+path to the logits restores it and where they look from the end (S2, IO or S1), and how well
+attribution patching predicts the real head patching.
+
+On ``ioi-mini`` the heads with the largest direct path are layer-2 heads that attend from the end
+to S2, the subject's second mention, and lower the subject's logit: subject-suppression heads, not
+name movers in Wang et al.'s sense (those attend to the IO and copy it into the logits).
 
     python analyses/ioi_patching.py --out out/ioi
 """
@@ -64,6 +68,25 @@ def top_heads(values: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
     return [(f"L{i // n_heads}H{i % n_heads}", round(v, 3)) for i, v in zip(top.indices.tolist(), top.values.tolist())]
 
 
+def attention_from_end(
+    model: HookedTransformer, cache, tokens: torch.Tensor, io_ids: torch.Tensor, s_ids: torch.Tensor, heads: list[str]
+) -> dict[str, dict[str, float]]:
+    """For each head ``"L{l}H{h}"``: mean attention from the last token to S2 (the subject's second mention), IO and S1."""
+    rows = torch.arange(len(tokens))
+    s_mask = (tokens == s_ids[:, None]).int()
+    where = {
+        "S2": (s_mask * (s_mask.cumsum(-1) == 2)).argmax(-1),
+        "IO": (tokens == io_ids[:, None]).int().argmax(-1),
+        "S1": s_mask.argmax(-1),
+    }
+    looks = {}
+    for label in heads:
+        layer, head = (int(part) for part in label[1:].split("H"))
+        pattern = cache["pattern", layer][rows, head, -1]  # [batch key_pos]: from the last token
+        looks[label] = {name: round(pattern[rows, pos].mean().item(), 3) for name, pos in where.items()}
+    return looks
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ioi-mini")
@@ -96,7 +119,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "corrupted_logit_diff": logit_diff(corrupted_logits).item(),
         "resid_pre_top_cells": [(f"layer {i // resid.shape[1]}", f"pos {i % resid.shape[1]}") for i in resid.flatten().topk(3).indices.tolist()],
         "heads_by_output_patching": top_heads(results["head_out"].values),
-        "heads_by_path_to_logits (name movers)": top_heads(results["path_heads_to_logits"].values),
+        "heads_by_path_to_logits": top_heads(results["path_heads_to_logits"].values),
+        "path_heads_attention_from_end": attention_from_end(
+            model, clean_cache, clean, io_ids, s_ids, [head for head, _ in top_heads(results["path_heads_to_logits"].values)]
+        ),
         "attribution_vs_activation_correlation": round(correlation.item(), 3),
     }
     for key, value in headline.items():

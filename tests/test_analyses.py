@@ -46,5 +46,9 @@ def test_ioi_patching(tmp_path):
     result = run_script("ioi_patching", tmp_path)
     assert result["clean_logit_diff"] > 2 and result["corrupted_logit_diff"] < -2
     assert result["attribution_vs_activation_correlation"] > 0.7
-    assert result["heads_by_path_to_logits (name movers)"][0][0].startswith("L2"), "name movers sit in the last layer"
+    top_path_head = result["heads_by_path_to_logits"][0][0]
+    assert top_path_head.startswith("L2"), "the heads with the largest direct path to the logits sit in the last layer"
+    looks = result["path_heads_attention_from_end"][top_path_head]
+    assert looks["S2"] > 0.9 and looks["IO"] < 0.05, f"{top_path_head} should attend from the end to S2, not the IO: {looks}"
+    assert not any("name mover" in key for key in result), "ioi-mini's layer-2 heads suppress S; they are not name movers"
     assert {path.name for path in tmp_path.glob("*.csv")} == {"resid_pre.csv", "head_out.csv", "path_heads_to_logits.csv"}

@@ -319,3 +319,11 @@ def test_from_pretrained_on_a_subclass_builds_that_subclass(model, tokens, make_
 def test_from_pretrained_on_the_base_class_still_builds_the_base_class(model, tmp_path):
     loaded = HookedTransformer.from_pretrained(model.save_pretrained(tmp_path / "saved"))
     assert type(loaded) is HookedTransformer
+
+
+def test_start_after_stop_raises_but_start_equal_to_stop_runs_no_block(model, tokens):
+    with torch.no_grad():
+        residual = model(tokens, stop_at_layer=1)
+        assert torch.equal(model(residual, start_at_layer=1, stop_at_layer=1), residual), "start == stop runs no block"
+        with pytest.raises(ValueError, match=r"start_at_layer=2 comes after stop_at_layer=1 \(blocks 2 and 1 of 2\)"):
+            model(residual, start_at_layer=2, stop_at_layer=1)  # used to return residual unchanged, as if it were block 1's output

@@ -84,3 +84,21 @@ def test_metric_input_checks(logits):
         patching.LogitDiff(torch.tensor([1, 2]), 3)(logits)
     with pytest.raises(ValueError, match="logits \\[batch pos d_vocab\\]"):
         patching.LogitDiff(1, 2)(logits[:, -1])
+
+
+def test_answer_ids_are_checked_against_the_vocabulary_at_the_boundary(logits):
+    last_id = logits.shape[-1] - 1
+    expected = logits[:, -1, last_id] - logits[:, -1, 0]
+    torch.testing.assert_close(patching.LogitDiff(last_id, 0, reduction="none", d_vocab=300)(logits), expected)
+    with pytest.raises(ValueError, match=r"answer_tokens holds token id 300, outside the vocabulary: ids must be in \[0, d_vocab=300\)"):
+        patching.LogitDiff(300, 0, d_vocab=300)  # known vocabulary: refused when built
+    late = patching.LogitDiff(300, 0)  # unknown vocabulary: refused at the first call, before indexing
+    with pytest.raises(ValueError, match="answer_tokens holds token id 300"):
+        late(logits)
+    with pytest.raises(ValueError, match="answer_tokens holds token id 300"):
+        late.from_answer_logits(logits[:, -1])  # the sweeps' fast path checks too
+
+
+def test_answer_ids_as_plain_lists_still_work(logits):
+    expected = torch.stack([logits[b, -1, b + 1] - logits[b, -1, 9] for b in range(4)])
+    torch.testing.assert_close(patching.LogitDiff([1, 2, 3, 4], [9, 9, 9, 9], reduction="none")(logits), expected)

@@ -2,8 +2,9 @@
 
 Finds previous-token heads in layer 0 and induction heads in layer 1 with the head detectors,
 then checks the circuit that connects them: the K-composition between each layer-0 head and
-each layer-1 head, against the random-matrix baseline. Writes CSV tables and heatmaps to --out
-and prints the headline numbers.
+each layer-1 head, against the random-matrix baseline. Head scores are measured on --seeds fresh
+batches of repeated random tokens and printed as mean ± std. Writes CSV tables and heatmaps to
+--out and prints the headline numbers.
 
     python analyses/induction_heads.py --out out/induction
 """
@@ -24,12 +25,15 @@ from interp_transformer.circuits import (
     head_scores_frame,
     random_composition_baseline,
 )
+from interp_transformer.circuits.head_detectors import repeated_tokens_for
+from interp_transformer.toy.evaluation import format_spread
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="attn-only-2l-induction")
     parser.add_argument("--out", type=Path, default=Path("out/induction_heads"))
+    parser.add_argument("--seeds", type=int, default=5, help="fresh token batches to measure the head scores on")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -50,11 +54,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     detector_heatmap(k_comp, title=f"K-composition: layer-0 head (rows) into layer-{last} head (columns)").save(
         args.out / "k_composition.html"
     )
+    per_seed = [detect_heads(model, repeated_tokens_for(model, seed=seed)) for seed in range(args.seeds)]
+    prev = torch.tensor([seed_scores["previous_token"][0, prev_head].item() for seed_scores in per_seed])
+    ind = torch.tensor([seed_scores["induction"][last, ind_head].item() for seed_scores in per_seed])
     headline = {
         "previous_token_head": f"L0H{prev_head}",
-        "previous_token_score": scores["previous_token"][0, prev_head].item(),
+        "previous_token_score": prev.mean().item(),
+        "previous_token_score_over_seeds": f"{format_spread(prev.mean().item(), prev.std().item())} ({args.seeds} seeds)",
         "induction_head": f"L{last}H{ind_head}",
-        "induction_score": scores["induction"][last, ind_head].item(),
+        "induction_score": ind.mean().item(),
+        "induction_score_over_seeds": f"{format_spread(ind.mean().item(), ind.std().item())} ({args.seeds} seeds)",
         "k_composition_of_pair": k_comp[prev_head, ind_head].item(),
         "k_composition_random_baseline": baseline,
     }

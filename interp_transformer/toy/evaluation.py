@@ -15,7 +15,7 @@ import json
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -65,16 +65,6 @@ def format_spread(mean: float, std: float) -> str:
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
-def over_seeds(
-    measure: Callable[[torch.Generator], dict[str, float]], seeds: Sequence[int], how: dict[str, str]
-) -> list[Figure]:
-    """Run ``measure`` once per seed (a fresh generator each time) and gather each metric named in ``how``."""
-    if len(seeds) < 2:
-        raise ValueError(f"a spread needs at least 2 evaluation seeds, got {list(seeds)}; pass more seeds")
-    runs = [measure(torch.Generator().manual_seed(seed)) for seed in seeds]
-    return [Figure(name, tuple(run[name] for run in runs), text) for name, text in how.items()]
-
-
 def results_table(figures: Sequence[Figure]) -> str:
     rows = "\n".join(f"| {f.name} | {f.formatted()} | {f.how} |" for f in figures)
     return f"| figure | value | measured on |\n|---|---|---|\n{rows}"
@@ -101,6 +91,8 @@ def card_figures(name: str, seeds: Sequence[int] = CARD_SEEDS) -> list[Figure]:
     from interp_transformer.model import HookedTransformer
     from interp_transformer.toy.recipes import all_recipes
 
+    if len(seeds) < 2:
+        raise ValueError(f"a spread needs at least 2 evaluation seeds, got {list(seeds)}; pass more seeds")
     recipes = all_recipes()
     if name not in recipes:
         raise ValueError(f"unknown embedded model {name!r}; choose one of {sorted(recipes)}")
@@ -118,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=len(CARD_SEEDS), help="number of evaluation seeds (at least 2)")
     parser.add_argument("--write", action="store_true", help="regenerate the shipped MODEL_CARD.md")
     args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error(f"--seeds {args.seeds}: a spread needs at least 2 evaluation seeds")
     figures = card_figures(args.name, tuple(range(CARD_SEEDS[0], CARD_SEEDS[0] + args.seeds)))
     print(results_table(figures))
     if args.write:

@@ -114,7 +114,8 @@ def card_figures(model: HookedTransformer, seeds: Sequence[int] = ()) -> list[Fi
         Figure("training_split_loss", (answer_loss(model, _train_batch()).item(),),
                f"cross-entropy of the answer over the {n_train:,} training pairs", exact=True),
     ]
-    for label, hits in (("accuracy_all_pairs", correct), ("train_accuracy", correct[:n_train]), ("test_accuracy", correct[n_train:])):
+    splits = (("accuracy_all_pairs", correct), ("train_accuracy", correct[:n_train]), ("test_accuracy", correct[n_train:]))
+    for label, hits in splits:
         figures.append(Figure(label, (hits.float().mean().item(),), "top-1 answer among the 113 residues", exact=True,
                               note=f"{int((~hits).sum())} wrong of {len(hits):,}"))
     figures.append(Figure("top_frequency_share", (metrics["top_frequency_share"],),

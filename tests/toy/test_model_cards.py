@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from interp_transformer import HookedTransformer
-from interp_transformer.toy import embedded_models, induction, ioi, modadd
+from interp_transformer.toy import embedded_models, induction, ioi
 from interp_transformer.toy.evaluation import CARD_SEEDS, parse_results_table
 from interp_transformer.toy.words import IOI_NAMES_HELDOUT, IOI_NAMES_TRAIN
 
@@ -23,7 +23,8 @@ def card(name: str) -> str:
 
 def figures(name: str) -> dict[str, tuple[float, float]]:
     parsed = parse_results_table(card(name))
-    assert parsed, f"no results table in {name}'s card: regenerate it with python -m interp_transformer.toy.evaluation {name} --write"
+    regenerate = f"python -m interp_transformer.toy.evaluation {name} --write"
+    assert parsed, f"no results table in {name}'s card: regenerate it with {regenerate}"
     return parsed
 
 
@@ -138,7 +139,8 @@ def test_ioi_card_accuracy_and_logit_diff_hold_on_fresh_seeds(ioi_model):
             logit_diff.append((logits[rows, prompts.io_ids] - logits[rows, prompts.s_ids]).mean().item())
         for name, values, floor in ((f"{split}_accuracy", accuracy, 0.01), (f"{split}_logit_diff", logit_diff, 0.05)):
             fresh = statistics.fmean(values)
-            assert within_stated_spread(fresh, stated[name], floor), f"{name}: fresh seeds give {fresh:.3f}, card says {stated[name]}"
+            assert within_stated_spread(fresh, stated[name], floor), (
+                f"{name}: fresh seeds give {fresh:.3f}, card says {stated[name]}")
 
 
 def test_ioi_layer2_heads_attend_to_s2_and_lower_the_subjects_logit():
@@ -215,3 +217,17 @@ def test_every_card_figure_regenerates_on_fresh_seeds(name):
         floor = 1e-4 * abs(figure.mean) if figure.exact else 0.02 * max(1.0, abs(stated[figure.name][0]))
         assert within_stated_spread(figure.mean, stated[figure.name], floor), (
             f"{name}: {figure.name} is {figure.formatted()} on fresh seeds, card says {stated[figure.name]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["attn-only-2l-induction", "ioi-mini", "modadd-1l"])
+def test_shipped_card_is_exactly_what_the_evaluation_helper_writes(name):
+    """No hand-edited numbers: ``python -m interp_transformer.toy.evaluation NAME --write`` reproduces the card."""
+    import json
+
+    from interp_transformer.toy.evaluation import card_figures
+    from interp_transformer.toy.recipes import all_recipes, model_card
+
+    training = json.loads((embedded_models()[name] / "training.json").read_text())
+    regenerated = model_card(all_recipes()[name], training, card_figures(name))
+    assert regenerated == card(name), f"{name}'s card drifted from its recipe: rerun the command above"

@@ -288,13 +288,8 @@ class HookedTransformer(StackedWeights, HookedModule):
         if isinstance(input, str) or (isinstance(input, (list, tuple)) and isinstance(input[0], str)):
             if attention_mask is not None:
                 raise ValueError("attention_mask is built from the strings; pass it only with token ids")
-            texts = [input] if isinstance(input, str) else list(input)
-            empty = [index for index, text in enumerate(texts) if isinstance(text, str) and not text]
-            if empty:
-                raise ValueError(
-                    f"input string {empty[0]} of {len(texts)} is empty, so the model would see only a BOS token; drop it, "
-                    "or pass model.to_tokens('') explicitly if the prediction after BOS is what you want"
-                )
+            # An empty string is the prediction after BOS, as in TransformerLens; tokenize refuses it only
+            # when it would leave no token at all (prepend_bos=False).
             tokenized = self.tokenize(input, prepend_bos, padding_side)
             mask = tokenized.attention_mask
             return self._check_tokens(tokenized.tokens), (None if bool(mask.all()) else mask)

@@ -56,8 +56,7 @@ CATALOGUE = [
     ("numpy_tokens", lambda e: e.model(e.tokens.numpy()), TypeError, "got ndarray"),
     ("empty_list", lambda e: e.model([]), ValueError, "the input list is empty"),
     ("empty_list_with_tokenizer", lambda e: e.lm([]), ValueError, "the input list is empty"),
-    ("empty_string", lambda e: e.lm(""), ValueError, "input string 0 of 1 is empty"),  # was silent (BOS only)
-    ("empty_string_in_batch", lambda e: e.lm(["hello", ""]), ValueError, "input string 1 of 2 is empty"),  # was silent
+    ("empty_string_without_bos", lambda e: e.lm("", prepend_bos=False), ValueError, "produced no tokens"),
     ("string_without_tokenizer", lambda e: e.model("hello"), ValueError, "this model has no tokenizer"),
     ("prepend_bos_string", lambda e: e.lm("hello", prepend_bos="no"), TypeError, "prepend_bos must be True, False or None"),  # was silent
     ("return_type_typo", lambda e: e.model(e.tokens, return_type="logit"), ValueError, "return_type must be one of"),

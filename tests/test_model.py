@@ -327,3 +327,12 @@ def test_start_after_stop_raises_but_start_equal_to_stop_runs_no_block(model, to
         assert torch.equal(model(residual, start_at_layer=1, stop_at_layer=1), residual), "start == stop runs no block"
         with pytest.raises(ValueError, match=r"start_at_layer=2 comes after stop_at_layer=1 \(blocks 2 and 1 of 2\)"):
             model(residual, start_at_layer=2, stop_at_layer=1)  # used to return residual unchanged, as if it were block 1's output
+
+
+def test_empty_string_is_the_prediction_after_bos():
+    # As in TransformerLens: "" with a BOS token is a one-position prompt, not an error.
+    model = HookedTransformer.from_pretrained("ioi-mini")
+    bos_only = torch.tensor([[model.tokenizer.bos_token_id]])
+    torch.testing.assert_close(model(""), model(bos_only), rtol=0, atol=0)
+    batch = model(["When Mary", ""], padding_side="right")
+    torch.testing.assert_close(batch[1, :1], model(bos_only)[0], rtol=0, atol=1e-5, msg="padding changed the BOS-only row")

@@ -22,7 +22,8 @@ from interp_transformer.model import HookedTransformer
 from interp_transformer.patching import LogitDiff, get_act_patch_resid_pre, normalized
 
 DEFAULT_MODEL = "attn-only-2l-induction"
-DEFAULT_PROMPT = "river castle garden morning silver horse bridge forest king music " * 2
+DEFAULT_WORDS = "river castle garden morning silver horse bridge forest king music".split()
+DEFAULT_PROMPT = " ".join(DEFAULT_WORDS * 2) + " "
 
 
 def run_demo(model_name: str | None, prompt: str | None, out: Path) -> Path:
@@ -34,8 +35,7 @@ def run_demo(model_name: str | None, prompt: str | None, out: Path) -> Path:
     _check_output_folder(out)
     model = HookedTransformer.from_pretrained(model_name or DEFAULT_MODEL)
     model.eval()
-    prompt = prompt or DEFAULT_PROMPT
-    tokens = model.to_tokens(prompt)
+    tokens = prompt_tokens(model, prompt)
     str_tokens = model.to_str_tokens(tokens[0])
     pair = induction_patching_pair(model, tokens)
     sections: list[Callable[[], list[vis.View]]] = [
@@ -74,6 +74,23 @@ def _claimed_folder(out: Path) -> Iterator[None]:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+
+
+def prompt_tokens(model: HookedTransformer, prompt: str | None) -> torch.Tensor:
+    """The prompt's tokens, never cut to the context; the default repeat drops words until it fits ``n_ctx``."""
+    if prompt is not None:
+        tokens = model.to_tokens(prompt, truncate=False)
+        if tokens.shape[1] > model.cfg.n_ctx:
+            raise ValueError(
+                f"--prompt is {tokens.shape[1]} tokens long, longer than the model's context n_ctx={model.cfg.n_ctx}; "
+                "pass a shorter --prompt"
+            )
+        return tokens
+    for n_words in range(len(DEFAULT_WORDS), 1, -1):
+        tokens = model.to_tokens(" ".join(DEFAULT_WORDS[:n_words] * 2) + " ", truncate=False)
+        if tokens.shape[1] <= model.cfg.n_ctx:
+            return tokens
+    raise ValueError(f"the model's context n_ctx={model.cfg.n_ctx} is too short for the default prompt; pass a short --prompt")
 
 
 def _explained(view: vis.View, paragraph: str) -> vis.View:

@@ -63,3 +63,22 @@ def test_failure_while_writing_removes_only_a_folder_the_demo_created(tmp_path, 
         assert not (tmp_path / "made").exists(), (
             "the demo created this folder and then failed half-way; it should remove it rather than leave a partial report"
         )
+
+
+def test_prompt_longer_than_the_context_is_refused_not_cut(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["demo", "--prompt", "river castle " * 40, "--out", str(out)]) == 1
+    message = _one_line_error(capsys)
+    assert "--prompt" in message and "n_ctx=64" in message, f"expected the flag and the context length, got {message!r}"
+    assert not out.exists()
+
+
+def test_default_prompt_shrinks_to_a_short_context(make_hf_gpt2):
+    from interp_transformer import HookedTransformer
+
+    _, directory = make_hf_gpt2(with_tokenizer=True, n_layer=1)
+    model = HookedTransformer.from_pretrained(directory)
+    tokens = demo.prompt_tokens(model, None)
+    assert tokens.shape[1] <= model.cfg.n_ctx, "the default prompt must fit the context without being cut"
+    pair = demo.induction_patching_pair(model, tokens)  # still a repeat: the patching pair exists
+    assert pair.answer != pair.wrong

@@ -20,8 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from interp_transformer import HookedTransformer, TransformerConfig  # noqa: E402
 
 KNOWN_DIFFERENCES = [
-    "hook_normalized: TransformerLens 3.9 takes it before the LayerNorm's weight and bias; ours after (as TransformerLens 2.x)",
-    "unembed.hook_in / unembed.hook_out: TransformerLens 3.9 has these hook points; our model does not",
     "logit_attrs with [batch] tokens on a [component batch pos d_model] stack: ours applies each prompt's token at every "
     "position (as TransformerLens's main branch); 3.9 fails or mis-broadcasts, so it is compared against [batch pos] tokens",
     "get_full_resid_decomposition on attention-only models: TransformerLens 3.9 raises (accumulated_bias reads block.mlp)",
@@ -104,8 +102,7 @@ def check_pair(normalization_type: str, attn_only: bool) -> None:
     _, sliced_mine = ours.run_with_cache(tokens, pos_slice=(1, 5))
     _, sliced_theirs = tl.run_with_cache(tokens, pos_slice=(1, 5))
     for name in sliced_mine:
-        if not name.endswith("hook_normalized"):
-            compare(f"{tag} run_with_cache pos_slice {name}", sliced_mine[name], sliced_theirs[name])
+        compare(f"{tag} run_with_cache pos_slice {name}", sliced_mine[name], sliced_theirs[name])
     wanted = lambda name: "resid" in name or "pattern" in name  # noqa: E731
     _, grads_mine = ours.run_with_cache(tokens, return_type="loss", incl_bwd=True, names_filter=wanted)
     _, grads_theirs = tl.run_with_cache(tokens, return_type="loss", incl_bwd=True, names_filter=wanted)

@@ -61,7 +61,13 @@ BLOCK_HOOKS: tuple[tuple[str, tuple, str], ...] = (
     ("hook_resid_post", RESID, "always"),
 )
 TOP_HOOKS_BEFORE = (("hook_embed", RESID), ("hook_pos_embed", RESID))
-TOP_HOOKS_AFTER = (("ln_final.hook_scale", SCALE, "ln_scale"), ("ln_final.hook_normalized", RESID, "ln"))
+LOGITS = ("batch", "pos", "d_vocab")
+TOP_HOOKS_AFTER = (
+    ("ln_final.hook_scale", SCALE, "ln_scale"),
+    ("ln_final.hook_normalized", RESID, "ln"),
+    ("unembed.hook_in", RESID, "always"),  # the final norm's output after its weight and bias
+    ("unembed.hook_out", LOGITS, "always"),  # the logits; neither fires with return_type=None
+)
 
 
 def _block_hook_enabled(switch: str, cfg: "TransformerConfig") -> bool:
@@ -113,7 +119,7 @@ def concrete_shape(dims: tuple, cfg: "TransformerConfig", batch: int, pos: int) 
         "d_head": cfg.d_head,
         "d_model": cfg.d_model,
         "d_mlp": cfg.d_mlp,
-        "d_vocab": cfg.d_vocab,
+        "d_vocab": cfg.d_vocab_out,  # only the logits have a vocabulary axis
         1: 1,
     }
     return tuple(sizes[d] for d in dims)

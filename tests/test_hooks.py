@@ -303,7 +303,7 @@ def test_predicate_that_matches_no_hook_point_raises(model, tokens):
     def typo(name):
         return name.endswith("hook_patern")
 
-    with pytest.raises(ValueError, match=r"the hook name predicate typo matches none of the model's 38 hook points"):
+    with pytest.raises(ValueError, match=r"the hook name predicate typo matches none of the model's 40 hook points"):
         model.run_with_hooks(tokens, fwd_hooks=[(typo, lambda activation, hook: activation * 0)])
     assert _attached(model) == {}
 

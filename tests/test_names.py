@@ -60,11 +60,13 @@ def test_hook_table_matches_a_real_cache(cfg, variant):
 
 def test_gpt2_small_table_has_the_transformerlens_cache_keys():
     table = names.hook_shapes(TransformerConfig())
-    # Hand count for GPT-2 small: 2 embeddings + 12 blocks x 17 hooks + ln_final's 2 = 208 (the size of a
-    # TransformerLens run_with_cache on gpt2 with default settings).
-    assert len(table) == 2 + 12 * 17 + 2, f"expected 208 hook names for GPT-2 small, got {len(table)}"
+    # Hand count for GPT-2 small: 2 embeddings + 12 blocks x 17 hooks + ln_final's 2 + unembed's 2 = 210 (the
+    # size of a TransformerLens 3.x run_with_cache on gpt2 with default settings).
+    assert len(table) == 2 + 12 * 17 + 2 + 2, f"expected 210 hook names for GPT-2 small, got {len(table)}"
     assert list(table)[:3] == ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre"]
-    assert list(table)[-3:] == ["blocks.11.hook_resid_post", "ln_final.hook_scale", "ln_final.hook_normalized"]
+    assert list(table)[-5:] == [
+        "blocks.11.hook_resid_post", "ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out"
+    ]
     assert table["blocks.4.attn.hook_pattern"] == ("batch", "head_index", "query_pos", "key_pos")
     assert table["blocks.4.attn.hook_q"] == ("batch", "pos", "head_index", "d_head")
     assert table["blocks.4.mlp.hook_post"] == ("batch", "pos", "d_mlp")
@@ -177,3 +179,19 @@ def test_every_kind_get_act_name_accepts_names_a_real_hook(cfg):
         layer_type = "ln1" if kind in ("scale", "normalized") else None
         layer = None if kind in ("embed", "pos_embed") else 0
         assert get_act_name(kind, layer, layer_type) in table, f"get_act_name accepts {kind!r} but no hook has that name"
+
+
+def test_unembed_hooks_hold_the_unembedding_input_and_the_logits():
+    from interp_transformer import HookedTransformer
+
+    cfg = TransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=50, n_ctx=8, seed=3)
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        model.ln_final.w.uniform_(0.5, 1.5)
+        model.ln_final.b.normal_()
+    tokens = torch.tensor([[1, 7, 3, 9]])
+    logits, cache = model.run_with_cache(tokens)
+    by_hand = cache["ln_final.hook_normalized"] * model.ln_final.w + model.ln_final.b
+    torch.testing.assert_close(cache["unembed.hook_in"], by_hand, msg="unembed.hook_in should be ln_final's output after w and b")
+    torch.testing.assert_close(cache["unembed.hook_out"], logits, rtol=0, atol=0, msg="unembed.hook_out should be the logits")
+    torch.testing.assert_close(logits, by_hand @ model.W_U + model.b_U, msg="logits should be hook_in @ W_U + b_U")

@@ -28,10 +28,7 @@ pytestmark = [
 
 TOLERANCE = 1e-4
 # Hooks only TransformerLens has, by family ("blocks.*." stands for every layer), with the reason.
-ONLY_TRANSFORMER_LENS = {
-    "unembed.hook_in": "TL 3.x hooks the unembedding's input (ln_final after its weight and bias); we have no hook there",
-    "unembed.hook_out": "TL 3.x hooks the logits; ours are the forward's return value",
-}
+ONLY_TRANSFORMER_LENS: dict[str, str] = {}
 ONLY_OURS: dict[str, str] = {}
 
 

@@ -102,7 +102,7 @@ def card_figures(name: str, seeds: Sequence[int] = CARD_SEEDS) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from interp_transformer.toy.recipes import all_recipes, model_card
+    from interp_transformer.toy.recipes import all_recipes, model_card, write_card_files
     from interp_transformer.toy.registry import WEIGHTS_DIR
 
     parser = argparse.ArgumentParser(description="Print (or write into MODEL_CARD.md) an embedded model's card figures.")
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = WEIGHTS_DIR / args.name
         training = json.loads((folder / "training.json").read_text())
         (folder / "MODEL_CARD.md").write_text(model_card(all_recipes()[args.name], training, figures))
+        write_card_files(all_recipes()[args.name], training, folder)
         print(f"wrote {folder / 'MODEL_CARD.md'}")
     return 0
 

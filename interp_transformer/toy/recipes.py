@@ -30,9 +30,12 @@ class Recipe:
     data_description: str
     # card_figures(model, seeds) -> every number the model card states, with its spread over seeds.
     card_figures: Callable[[HookedTransformer, Sequence[int]], list[Figure]]
-    card_notes: str = ""  # measured facts about retraining and reproducibility, printed under Training
+    # measured facts about retraining and reproducibility, printed under Training; a callable gets training.json
+    card_notes: str | Callable[[dict], str] = ""
     eval_seed: int = 12345
     loss_fn: Callable[[HookedTransformer, Batch], torch.Tensor] | None = None
+    # files the card links (e.g. a training-curve SVG) as {file name: text}, made from training.json only
+    card_files: Callable[[dict], dict[str, str]] | None = None
 
 
 def all_recipes() -> dict[str, Recipe]:
@@ -53,13 +56,20 @@ def train_recipe(recipe: Recipe, out: Path | None = None, steps: int | None = No
     model.save_pretrained(out)
     training = {"steps": settings.steps, "final_loss": result.final_loss, "metrics": result.metrics,
                 "train_seconds": round(result.seconds, 1), "torch": torch.__version__, "machine": platform.machine(),
-                "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "history": result.history}
+                "threads": settings.threads or torch.get_num_threads(), "load_average": os.getloadavg()[0], "history": result.history}
     (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     with torch.no_grad():
         figures = recipe.card_figures(model, CARD_SEEDS)
     (out / "MODEL_CARD.md").write_text(model_card(recipe, training, figures))
+    write_card_files(recipe, training, out)
     print(f"saved {recipe.name} to {out} after {result.seconds:.0f} s: {result.metrics}")
     return out
+
+
+def write_card_files(recipe: Recipe, training: dict, folder: Path) -> None:
+    """Write the files the card links (``recipe.card_files``), regenerated from ``training.json``."""
+    for file_name, text in (recipe.card_files(training) if recipe.card_files else {}).items():
+        (Path(folder) / file_name).write_text(text)
 
 
 def model_card(recipe: Recipe, training: dict, figures: Sequence[Figure]) -> str:
@@ -69,7 +79,8 @@ def model_card(recipe: Recipe, training: dict, figures: Sequence[Figure]) -> str
     schedule = "a constant rate" if settings.min_lr_fraction == 1.0 else f"cosine decay to {settings.min_lr_fraction} of the peak"
     batch = "the full training set (batch_size=0)" if settings.batch_size == 0 else f"batch {settings.batch_size}"
     load = f", machine load average {training['load_average']:.1f} at the end" if "load_average" in training else ""
-    notes = f"\n\n{recipe.card_notes}" if recipe.card_notes else ""
+    card_notes = recipe.card_notes(training) if callable(recipe.card_notes) else recipe.card_notes
+    notes = f"\n\n{card_notes}" if card_notes else ""
     return f"""# {recipe.name}
 
 Embedded model shipped with interp_transformer, trained with the project's own code.

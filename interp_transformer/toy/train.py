@@ -36,6 +36,8 @@ class TrainSettings:
     grad_clip: float | None = 1.0
     eval_every: int = 500
     seed: int = 0
+    threads: int | None = None  # torch.set_num_threads for the run (None: leave as is); CPU results depend on it
+    deterministic: bool = False  # torch.use_deterministic_algorithms(True) for the run
 
 
 @dataclass
@@ -72,8 +74,22 @@ def train(
 ) -> TrainResult:
     """AdamW on freshly sampled batches; evaluates (and checkpoints) every ``eval_every`` steps.
 
-    ``loss_fn`` defaults to the mean next-token loss over ``batch.loss_mask``.
+    ``loss_fn`` defaults to the mean next-token loss over ``batch.loss_mask``. ``settings.threads`` and
+    ``settings.deterministic`` hold only for the run: the caller's thread count and determinism come back after.
     """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    if settings.deterministic:
+        torch.use_deterministic_algorithms(True)
+    try:
+        return _train(model, sample_batch, settings, evaluate, checkpoint_dir, loss_fn, log)
+    finally:  # the thread count and determinism are process-wide: give the caller its own back
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(model, sample_batch, settings, evaluate, checkpoint_dir, loss_fn, log) -> TrainResult:
     generator = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
     history: list[dict[str, float]] = []

@@ -42,3 +42,23 @@ def test_retrain_command_writes_a_loadable_model_with_card(tmp_path):
     model = HookedTransformer.from_pretrained(tmp_path)
     assert model.cfg == modadd.CONFIG
     assert "## Retrain" in (tmp_path / "MODEL_CARD.md").read_text()
+
+
+def test_thread_count_and_determinism_hold_for_the_run_only():
+    """``threads``/``deterministic`` apply while training (seen from inside the loss) and are restored afterwards."""
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append((torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()))
+        return masked_loss(model, batch)
+
+    torch.manual_seed(0)
+    model = HookedTransformer(induction.CONFIG.replace(n_layers=1))
+    fixed = induction.sample_batch(torch.Generator().manual_seed(1), 4)
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    wanted_threads = 1 if before[0] != 1 else 2
+    settings = TrainSettings(steps=2, batch_size=4, eval_every=2, threads=wanted_threads, deterministic=True)
+    train(model, lambda generator, size: fixed, settings, loss_fn=loss_fn, log=lambda line: None)
+    assert seen == [(wanted_threads, True)] * 2, f"the run should use {wanted_threads} thread(s), deterministic: {seen}"
+    after = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    assert after == before, f"train() must give back the caller's thread count and determinism: {before} -> {after}"

@@ -178,6 +178,34 @@ class HookedModule(nn.Module):
     def hook_points(self) -> list[str]:
         return list(self._hook_points)
 
+    @contextlib.contextmanager
+    def attached_hook_points(self, prefix: str, module: "HookedModule", after: str | None = None) -> Iterator[list[str]]:
+        """Register ``module``'s hook points here as ``prefix + "." + name`` for the ``with`` block.
+
+        While attached, ``add_hook``, ``hooks``, ``run_with_hooks`` and ``run_with_cache`` reach them
+        by those names (this is how a spliced SAE's internals are cached); they are listed right
+        after ``after`` in ``hook_dict``, where the forward reaches them. On exit the names and this
+        module's registry are restored, even on error.
+        """
+        points = {f"{prefix}.{name}": point for name, point in module.hook_dict.items()}
+        clash = [name for name in points if name in self._hook_points]
+        if clash:
+            raise ValueError(f"hook names {clash[:3]} are already registered here; is this module already attached?")
+        elsewhere = [point.name for name, point in module.hook_dict.items() if point.name != name]
+        if elsewhere:
+            raise ValueError(f"{type(module).__name__}'s hook points are already attached elsewhere (as {elsewhere[0]!r})")
+        items = list(self._hook_points.items())
+        at = len(items) if after is None else [name for name, _ in items].index(after) + 1
+        self._hook_points = dict(items[:at] + list(points.items()) + items[at:])
+        for name, point in points.items():
+            point.name = name
+        try:
+            yield list(points)
+        finally:
+            for name, point in module.hook_dict.items():
+                point.name = name
+            self._hook_points = {name: point for name, point in self._hook_points.items() if name not in points}
+
     def resolve_hook_names(self, name_filter: NameFilter) -> list[str]:
         """Hook-point names matching an exact name, a list of names, or a predicate."""
         if isinstance(name_filter, str):

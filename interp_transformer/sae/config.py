@@ -4,7 +4,8 @@ Field names follow SAELens so a ``cfg.json`` maps onto them one to one. ``archit
 ``"standard"`` (ReLU), ``"topk"``, ``"jumprelu"`` or ``"batchtopk"``; ``k`` is the number of
 active features for the TopK variants (per row for topk, on average per row for batchtopk).
 ``hook_name`` is where the dictionary reads; a transcoder also names ``hook_name_out`` (where
-it writes) and ``d_out`` (that hook's width).
+it writes) and ``d_out`` (that hook's width). ``reshape_activations="hook_z"`` (SAELens) reads a
+``[... head_index d_head]`` activation flattened to ``d_in = n_heads * d_head``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class SAEConfig:
     d_out: int | None = None
     dtype: torch.dtype = torch.float32
     model_name: str | None = None
+    reshape_activations: str = "none"
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,6 +87,8 @@ class SAEConfig:
                 f"apply_b_dec_to_input subtracts b_dec (width d_out={self.d_out}) from the input (width d_in={self.d_in}); "
                 "a transcoder with d_out != d_in cannot use it: set apply_b_dec_to_input=False"
             )
+        if self.reshape_activations not in ("none", "hook_z"):
+            raise ValueError(f"reshape_activations must be 'none' or 'hook_z', got {self.reshape_activations!r}")
         object.__setattr__(self, "dtype", dtype_from_name(self.dtype))
         if not isinstance(self.metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(self.metadata).__name__}")

@@ -112,10 +112,22 @@ class SparseAutoencoder(HookedModule):
 
     # ----------------------------------------------------------------- forward
     def encode_pre(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
-        """Pre-activations ``(x - b_dec?) @ W_enc + b_enc`` (fires hook_sae_input and hook_sae_acts_pre)."""
+        """Pre-activations ``(x - b_dec?) @ W_enc + b_enc`` (fires hook_sae_input on x, then hook_sae_acts_pre)."""
+        x = self._flatten_heads(x)
         self._check_input(x)
-        sae_in = self.hook_sae_input(x - self.b_dec if self.cfg.apply_b_dec_to_input else x)
+        sae_in = self.hook_sae_input(x)
+        if self.cfg.apply_b_dec_to_input:
+            sae_in = sae_in - self.b_dec
         return self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
+
+    def _flatten_heads(self, x: Tensor) -> Tensor:
+        """SAELens's hook_z SAEs read ``[... head_index d_head]`` as one ``d_in = n_heads * d_head`` vector."""
+        if (
+            self.cfg.reshape_activations == "hook_z" and isinstance(x, Tensor) and x.ndim >= 2
+            and x.shape[-1] != self.cfg.d_in and x.shape[-2] * x.shape[-1] == self.cfg.d_in
+        ):
+            return x.flatten(-2)
+        return x
 
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         """Feature activations (fires hook_sae_input, hook_sae_acts_pre and hook_sae_acts_post)."""
@@ -162,8 +174,20 @@ class SparseAutoencoder(HookedModule):
         return self.hook_sae_recons(feature_acts @ self.W_dec + self.b_dec)
 
     def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
-        """The reconstruction of ``x`` (no error term; splicing adds it when asked)."""
-        return self.decode(self.encode(x))
+        """The reconstruction of ``x`` (no error term; splicing adds it when asked), in ``x``'s shape for hook_z SAEs."""
+        return self.unflatten_heads(self.decode(self.encode(x)), x)
+
+    def unflatten_heads(self, out: Tensor, like: Tensor) -> Tensor:
+        """Give a hook_z SAE's flat output the ``[... head_index d_head]`` shape of the activation it replaces."""
+        if self.cfg.reshape_activations == "hook_z" and out.shape != like.shape and out.numel() == like.numel():
+            return out.reshape(like.shape)
+        return out
+
+    def reconstruct_without_hooks(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
+        """The plain reconstruction, firing none of the hook points (the error term's reference)."""
+        x = self._flatten_heads(x).to(self.dtype)
+        sae_in = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+        return self.activation(sae_in @ self.W_enc + self.b_enc) @ self.W_dec + self.b_dec
 
     def _check_input(self, x: Any) -> None:
         if not isinstance(x, Tensor):

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from interp_transformer.circuits.factored_matrix import FactoredMatrix
-
+from interp_transformer.factored_matrix import FactoredMatrix
 
 MLP_VIEWS = frozenset({"W_in", "W_out", "b_in", "b_out"})
 
@@ -111,15 +107,11 @@ class StackedWeights:
         return self._stack("mlp", "b_out")
 
     @property
-    def QK(self) -> "FactoredMatrix":
+    def QK(self) -> FactoredMatrix:
         """``W_Q W_K^T`` of every query head as stored (its own key head under grouped-query attention): FactoredMatrix ``[layer head_index d_model d_model]``."""
-        from interp_transformer.circuits.factored_matrix import FactoredMatrix
-
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     @property
-    def OV(self) -> "FactoredMatrix":
+    def OV(self) -> FactoredMatrix:
         """``W_V W_O`` of every query head as stored (its own value head under grouped-query attention): FactoredMatrix ``[layer head_index d_model d_model]``."""
-        from interp_transformer.circuits.factored_matrix import FactoredMatrix
-
         return FactoredMatrix(self.W_V, self.W_O)

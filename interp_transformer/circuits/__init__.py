@@ -23,7 +23,7 @@ from interp_transformer.circuits.detection_targets import (
     induction_target as induction_target,
     previous_token_target as previous_token_target,
 )
-from interp_transformer.circuits.factored_matrix import FactoredMatrix as FactoredMatrix
+from interp_transformer.factored_matrix import FactoredMatrix as FactoredMatrix
 from interp_transformer.circuits.full_circuits import (
     ov_unembed_circuit as ov_unembed_circuit,
     positional_qk_circuit as positional_qk_circuit,

@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp_transformer.circuits.factored_matrix import FactoredMatrix
+from interp_transformer.factored_matrix import FactoredMatrix
 from interp_transformer.circuits.head_circuits import ov_circuits, qk_circuits
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ import einops
 from jaxtyping import Float
 from torch import Tensor
 
-from interp_transformer.circuits.factored_matrix import FactoredMatrix
+from interp_transformer.factored_matrix import FactoredMatrix
 from interp_transformer.circuits.head_circuits import reading_weights
 from interp_transformer.circuits.heads import head_index
 from interp_transformer.circuits.layer_norm_folding import fold_into_reader, scale_embedding_rows

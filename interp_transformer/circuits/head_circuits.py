@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from jaxtyping import Float
 from torch import Tensor
 
-from interp_transformer.circuits.factored_matrix import FactoredMatrix
+from interp_transformer.factored_matrix import FactoredMatrix
 from interp_transformer.circuits.layer_norm_folding import fold_into_readers_by_layer
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from interp_transformer.loading.architectures import converter_for, hub_names
 from interp_transformer.loading.hf_files import read_hf_config, read_hf_weights
 from interp_transformer.loading.native import is_native, load_native
 from interp_transformer.loading.processing import process_weights
-from interp_transformer.toy.registry import embedded_models
+from interp_transformer.loading.embedded import embedded_models
 
 if TYPE_CHECKING:
     from interp_transformer.model import HookedTransformer

@@ -30,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp_transformer.config import TransformerConfig
+from interp_transformer.factored_matrix import FactoredMatrix
 
 StateDict = dict[str, Tensor]
 FOLDED_NORMALIZATION = {"LN": "LNPre", "RMS": "RMSPre"}
@@ -157,8 +158,6 @@ def refactor_factored_attn_matrices(state: StateDict, cfg: TransformerConfig) ->
         raise ValueError("refactor_factored_attn_matrices is undefined for rotary models: W_QK depends on the positions")
     if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
         raise ValueError("refactor_factored_attn_matrices needs one key/value head per query head (no grouped-query attention)")
-    from interp_transformer.circuits.factored_matrix import FactoredMatrix
-
     state = fold_value_biases(state, cfg)
     for layer in range(cfg.n_layers):
         prefix = f"blocks.{layer}.attn."

@@ -1,16 +1,3 @@
-"""Finds the embedded models: every folder under ``toy/weights`` written by ``save_pretrained``."""
+"""The embedded-model lookup lives in the core now (``loading.embedded``); these names keep working."""
 
-from __future__ import annotations
-
-from pathlib import Path
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-
-def embedded_models() -> dict[str, Path]:
-    """Embedded model name -> its directory."""
-    if not WEIGHTS_DIR.is_dir():
-        return {}
-    from interp_transformer.loading.native import is_native
-
-    return {path.name: path for path in sorted(WEIGHTS_DIR.iterdir()) if path.is_dir() and is_native(path)}
+from interp_transformer.loading.embedded import WEIGHTS_DIR as WEIGHTS_DIR, embedded_models as embedded_models

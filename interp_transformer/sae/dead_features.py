@@ -31,7 +31,8 @@ def auxk_loss(sae: SparseAutoencoder, acts_pre: Tensor, residual: Tensor, dead: 
     scale = min(n_dead / k_aux, 1.0)
     candidates = acts_pre.masked_fill(~dead, float("-inf"))
     top = candidates.topk(min(k_aux, n_dead), dim=-1)
-    aux_acts = torch.zeros_like(acts_pre).scatter(-1, top.indices, torch.relu(top.values))
+    # No ReLU (as in SAELens): a dead feature's pre-activation is usually negative, and it needs the gradient anyway.
+    aux_acts = torch.zeros_like(acts_pre).scatter(-1, top.indices, top.values)
     aux_recons = aux_acts @ sae.W_dec  # no bias: it reconstructs a residual, not an activation
     return scale * (aux_recons.float() - residual).pow(2).sum(-1).mean()
 

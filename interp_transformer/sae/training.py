@@ -43,6 +43,7 @@ def train_sae(
     d_sae: int | None = None,
     architecture: str = "topk",
     k: int | None = None,
+    start_from: SparseAutoencoder | None = None,
     device: str | torch.device | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -53,7 +54,8 @@ def train_sae(
     """Train an SAE on ``hook``'s activations in ``store`` (a folder written by ``cache_dataset``).
 
     The dictionary is ``config`` or, without one, ``d_sae`` features of ``architecture`` (``k`` for
-    the TopK kinds). ``settings`` are ``TrainingSettings`` fields (steps, batch_size, lr, ...).
+    the TopK kinds), initialised from ``seed`` with ``b_dec`` at the first batch's mean; or training
+    continues from a copy of ``start_from``'s weights (the argument itself is left unchanged). ``settings`` are ``TrainingSettings`` fields (steps, batch_size, lr, ...).
     With ``checkpoint_dir`` the state is saved there every ``checkpoint_every`` steps and at the end;
     ``resume=True`` continues from it. ``log`` receives the metrics every ``log_every`` steps:
     ``step, tokens, loss, mse, sparsity_loss, aux_loss, l0, explained_variance, dead_fraction``
@@ -63,6 +65,12 @@ def train_sae(
     if not isinstance(store, ActivationStore):
         store = ActivationStore(store)
     stream = ShuffledActivations(store, hook, training.buffer_size, training.seed)
+    if start_from is not None:
+        if not isinstance(start_from, SparseAutoencoder):
+            raise TypeError(f"start_from must be a SparseAutoencoder, got {type(start_from).__name__}")
+        if config is not None or d_sae is not None or k is not None:
+            raise ValueError("pass either start_from or config/d_sae/k: start_from already fixes the dictionary")
+        config = start_from.cfg
     cfg = dictionary_config(config, d_sae, architecture, k, hook, stream.d_in, store)
     stream.dtype = cfg.dtype
     device = _device(device)
@@ -71,12 +79,15 @@ def train_sae(
     with workers(device) as team:
         if training.batch_size % team.world_size:
             raise ValueError(f"batch_size {training.batch_size} must be a multiple of the number of processes ({team.world_size}): each trains on an equal slice")
-        sae = SparseAutoencoder(cfg, seed=training.seed).to(device)
+        sae = SparseAutoencoder(cfg, seed=training.seed)
+        if start_from is not None:
+            sae.load_state_dict(start_from.state_dict())
+        sae.to(device)
         optimizer = torch.optim.Adam(sae.parameters(), lr=training.lr, betas=(training.adam_beta1, training.adam_beta2))
         state = TrainingState(step=0, tokens_since_fired=torch.zeros(cfg.d_sae, dtype=torch.int64, device=device))
         if checkpoint_dir is not None:
             state = _start_or_resume(checkpoint_dir, resume, info, training, sae, optimizer, state)
-        _train(sae, optimizer, state, stream, training, team, device, checkpoint_dir, info, progress, log)
+        _train(sae, optimizer, state, stream, training, team, device, checkpoint_dir, info, progress, log, start_from is None)
     sae.eval()
     return sae
 
@@ -115,7 +126,7 @@ def _start_or_resume(folder: Path, resume: bool, info: dict[str, Any], training:
     return load_checkpoint(folder, sae, optimizer)
 
 
-def _train(sae, optimizer, state, stream, training, team: Workers, device, checkpoint_dir, info, progress, log) -> None:
+def _train(sae, optimizer, state, stream, training, team: Workers, device, checkpoint_dir, info, progress, log, fresh: bool) -> None:
     local_rows = training.batch_size // team.world_size
     mine = slice(team.rank * local_rows, (team.rank + 1) * local_rows)
     batches = stream.batches(training.batch_size, start_row=state.step * training.batch_size)
@@ -125,7 +136,7 @@ def _train(sae, optimizer, state, stream, training, team: Workers, device, check
     with bar:
         while state.step < training.steps:
             batch = next(batches).to(device, non_blocking=True)
-            if state.step == 0:
+            if state.step == 0 and fresh:
                 with torch.no_grad():  # start the reconstruction at the data's mean rather than at zero
                     sae.b_dec.copy_(batch.mean(0))
             dead = state.tokens_since_fired >= training.dead_after_tokens

@@ -42,8 +42,17 @@ from interp_transformer.circuits.head_detectors import (
     repeated_tokens_for as repeated_tokens_for,
 )
 from interp_transformer.circuits.head_scoring import score_heads as score_heads
-from interp_transformer.circuits.heatmap import HTMLFigure as HTMLFigure, detector_heatmap as detector_heatmap
+from interp_transformer.circuits.heatmap import detector_heatmap as detector_heatmap
 from interp_transformer.circuits.score_decomposition import (
     AttentionScoreDecomposition as AttentionScoreDecomposition,
     decompose_attention_scores as decompose_attention_scores,
 )
+
+
+def __getattr__(name: str):
+    # HTMLFigure is vis.Page now; resolved on use so that importing circuits does not load vis (and plotly).
+    if name == "HTMLFigure":
+        from interp_transformer.circuits import heatmap
+
+        return heatmap.HTMLFigure
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """interp_transformer: a hooked transformer for mechanistic interpretability research."""
 
-from interp_transformer.cache import ActivationCache as ActivationCache
+from interp_transformer.activation_cache import ActivationCache as ActivationCache
 from interp_transformer.config import TransformerConfig as TransformerConfig
 from interp_transformer.hooks import HookedModule as HookedModule, HookPoint as HookPoint
 from interp_transformer.model import HookedTransformer as HookedTransformer, LogitsAndLoss as LogitsAndLoss

@@ -89,6 +89,24 @@ def _block_hook_enabled(switch: str, cfg: "TransformerConfig") -> bool:
     }[switch]
 
 
+# What each switch in BLOCK_HOOKS means, for the generated hook table (docs/hooks.md).
+SWITCH_DESCRIPTIONS = {
+    "always": "always",
+    "not_rotary": "positions are embedded (not `positional_embedding_type='rotary'`)",
+    "split_qkv": "`use_split_qkv_input`",
+    "ln": "the model has a norm (`normalization_type` not None)",
+    "ln_scale": "the model has a norm (`normalization_type` not None)",
+    "attn_result": "`use_attn_result`",
+    "mlp": "the model has MLPs (not `attn_only`)",
+    "sequential_mlp": "MLPs in sequential blocks (not `parallel_attn_mlp`)",
+    "rotary": "`positional_embedding_type='rotary'`",
+    "gated_mlp": "`gated_mlp`",
+    "mlp_in": "`use_hook_mlp_in`",
+    "mlp_ln": "the model has MLPs and a norm",
+    "mlp_ln_scale": "the model has MLPs and a norm",
+}
+
+
 def hook_shapes(cfg: "TransformerConfig") -> dict[str, tuple]:
     """Every hook name a model with this config has, in forward order, mapped to its dimension words."""
     shapes = dict(TOP_HOOKS_BEFORE[:1] if cfg.positional_embedding_type == "rotary" else TOP_HOOKS_BEFORE)
@@ -105,6 +123,64 @@ def hook_shapes(cfg: "TransformerConfig") -> dict[str, tuple]:
         if _block_hook_enabled(switch, cfg):
             shapes[name] = dims
     return shapes
+
+
+POSITION_WORDS = ("pos", "query_pos")  # the axis a position slice cuts: a pattern's query positions
+
+
+def position_axis_of(dims: tuple) -> int:
+    """The position axis of an activation with these dimension words, counted from the end.
+
+    ``[batch pos d_model] -> -2``, ``[batch pos head_index d_head] -> -3``, ``[batch head_index
+    query_pos key_pos] -> -2`` (the query positions). Counted from the end so it also holds
+    once the batch axis is removed.
+    """
+    for word in POSITION_WORDS:
+        if word in dims:
+            return dims.index(word) - len(dims)
+    raise ValueError(f"the dimension words {dims} have no position axis ({' or '.join(POSITION_WORDS)})")
+
+
+def default_hook_dims(hook_name: str) -> tuple | None:
+    """Dimension words of ``hook_name`` under the default config switches; None for a name the table lacks.
+
+    Without a config this cannot know that ``use_split_qkv_input`` gives ``ln1`` hooks a head
+    axis or that grouped-query attention narrows ``hook_k``/``hook_v``: pass the config to
+    ``hook_shapes`` wherever one is at hand.
+    """
+    for name, dims in TOP_HOOKS_BEFORE:
+        if hook_name == name:
+            return dims
+    for name, dims, _ in TOP_HOOKS_AFTER:
+        if hook_name == name:
+            return dims
+    block = re.fullmatch(r"blocks\.\d+\.(.+)", hook_name)
+    if block is not None:
+        for name, dims, _ in BLOCK_HOOKS:
+            if block.group(1) == name:
+                return dims
+    return None
+
+
+def markdown_hook_table() -> str:
+    """The hook table as Markdown, in forward order: name, dimension words, when the hook exists.
+
+    ``docs/hooks.md`` is this output; a test regenerates it, so the documentation cannot drift.
+    """
+    rows = ["| hook | shape | present when |", "| --- | --- | --- |"]
+    entries = [(name, dims, "not_rotary" if name == "hook_pos_embed" else "always") for name, dims in TOP_HOOKS_BEFORE]
+    entries += [("blocks.{L}." + name, dims, switch) for name, dims, switch in BLOCK_HOOKS]
+    entries += list(TOP_HOOKS_AFTER)
+    for name, dims, switch in entries:
+        words = " ".join(str(word) for word in dims)
+        rows.append(f"| `{name}` | `[{words}]` | {SWITCH_DESCRIPTIONS[switch]} |")
+    notes = [
+        "",
+        f"With `use_split_qkv_input`, `ln1.hook_scale` is `[{' '.join(map(str, SPLIT_SCALE))}]` and "
+        f"`ln1.hook_normalized` `[{' '.join(SPLIT)}]` (one copy per head). Under grouped-query attention "
+        f"{', '.join(f'`{name}`' for name in sorted(KV_HOOKS))} are `[{' '.join(KV_HEADS)}]`.",
+    ]
+    return "\n".join(rows + notes) + "\n"
 
 
 def concrete_shape(dims: tuple, cfg: "TransformerConfig", batch: int, pos: int) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import tiny_config
 
 from interp_transformer import HookedTransformer
-from interp_transformer.cache import ActivationCache
+from interp_transformer.activation_cache import ActivationCache
 
 ATOL = dict(rtol=1e-4, atol=1e-5)
 
@@ -330,3 +330,15 @@ def test_save_handles_views_that_share_memory(model, tokens, tmp_path):
     loaded = ActivationCache.load(tmp_path / "qkv", model=model)
     for x in "qkv":
         assert torch.equal(loaded[x, 0], cache[x, 0])
+
+
+def test_old_module_paths_still_import_the_moved_names():
+    # The cache moved into interp_transformer.activation_cache; code written against the old modules keeps working.
+    import interp_transformer
+    from interp_transformer import activation_cache, cache, cache_analysis, cache_io, caching, config_compat, logit_lens
+
+    assert interp_transformer.ActivationCache is cache.ActivationCache is activation_cache.ActivationCache
+    assert caching.run_with_cache is activation_cache.run_with_cache and caching.position_axis is activation_cache.position_axis
+    assert cache_io.save_cache is activation_cache.save_cache and cache_io.check_same_config is config_compat.check_same_config
+    assert cache_analysis.accumulated_bias is activation_cache.accumulated_bias
+    assert logit_lens.logit_lens_top_tokens is activation_cache.logit_lens_top_tokens

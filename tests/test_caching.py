@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from interp_transformer import HookedTransformer, names
-from interp_transformer.cache import ActivationCache
+from interp_transformer.activation_cache import ActivationCache
 
 
 def _record_everything(model: HookedTransformer, *args, **kwargs) -> dict[str, torch.Tensor]:
@@ -116,6 +116,30 @@ def test_pos_slice_keeps_the_same_positions_on_every_kind_of_activation(model, t
         assert cache[name].untyped_storage().nbytes() == expected.numel() * expected.element_size(), (
             f"{name}: a position slice should be copied out, not kept as a view of every position"
         )
+
+
+def test_pos_slice_cuts_the_position_axis_of_rotary_and_split_qkv_hooks(cfg, tokens):
+    # hook_rot_q/k are [batch pos head_index d_head] and, with use_split_qkv_input, ln1's hooks gain a head
+    # axis: [batch pos head_index 1|d_model]. A hand-kept list of head-axis hooks once sliced their head axis.
+    model = HookedTransformer(cfg.replace(positional_embedding_type="rotary", use_split_qkv_input=True)).eval()
+    _, full = model.run_with_cache(tokens)
+    _, cache = model.run_with_cache(tokens, pos_slice=[1, 4])
+    index = torch.tensor([1, 4])
+    for name in ("blocks.0.attn.hook_rot_q", "blocks.1.attn.hook_rot_k", "blocks.0.ln1.hook_scale",
+                 "blocks.1.ln1.hook_normalized", "blocks.0.hook_q_input", "blocks.0.ln2.hook_scale"):
+        torch.testing.assert_close(
+            cache[name], full[name][:, index], msg=f"{name}: pos_slice cut an axis other than the position axis"
+        )
+
+
+def test_position_axis_reads_the_hook_table(cfg):
+    from interp_transformer.activation_cache import position_axis
+
+    split = cfg.replace(use_split_qkv_input=True)
+    assert position_axis("blocks.3.attn.hook_rot_k") == -3, "[batch pos head_index d_head]: pos is third from last"
+    assert position_axis("blocks.0.attn.hook_pattern") == -2, "[batch head_index query_pos key_pos]: the query axis"
+    assert position_axis("blocks.0.ln1.hook_scale") == -2 and position_axis("blocks.0.ln1.hook_scale", split) == -3
+    assert position_axis("some_module.hook_custom") == -2, "a hook outside the table is taken as [batch pos d]"
 
 
 def test_only_q_is_copied_out_of_the_fused_qkv_buffer(model, tokens):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -195,3 +197,42 @@ def test_unembed_hooks_hold_the_unembedding_input_and_the_logits():
     torch.testing.assert_close(cache["unembed.hook_in"], by_hand, msg="unembed.hook_in should be ln_final's output after w and b")
     torch.testing.assert_close(cache["unembed.hook_out"], logits, rtol=0, atol=0, msg="unembed.hook_out should be the logits")
     torch.testing.assert_close(logits, by_hand @ model.W_U + model.b_U, msg="logits should be hook_in @ W_U + b_U")
+
+
+def test_docs_hook_table_is_the_generated_one():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "hooks.md").read_text()
+    table = names.markdown_hook_table()
+    assert text.endswith(table), (
+        "docs/hooks.md is out of date with names.py's hook table: replace everything from its '| hook |' line with "
+        "names.markdown_hook_table()"
+    )
+
+
+def test_hook_table_markdown_lists_every_hook_of_every_config_variant(cfg):
+    table = names.markdown_hook_table()
+    for overrides in CONFIG_VARIANTS.values():
+        for name in names.hook_shapes(cfg.replace(**overrides)):
+            shown = re.sub(r"^blocks\.\d+\.", "blocks.{L}.", name)
+            assert f"| `{shown}` |" in table, f"{shown} fires in a real model but is missing from the generated hook table"
+
+
+@pytest.mark.parametrize(
+    "dims, expected",
+    [(names.RESID, -2), (names.HEADS, -3), (names.ATTN, -2), (names.SPLIT_SCALE, -3), (("pos", "d_model"), -2)],
+)
+def test_position_axis_of_dimension_words(dims, expected):
+    assert names.position_axis_of(dims) == expected, f"{dims}: the position (or query position) axis counted from the end"
+
+
+def test_position_axis_of_words_without_positions_is_refused():
+    with pytest.raises(ValueError, match="no position axis"):
+        names.position_axis_of(("layer", "head_index"))
+
+
+def test_default_hook_dims_reads_every_table():
+    assert names.default_hook_dims("hook_pos_embed") == names.RESID
+    assert names.default_hook_dims("blocks.7.attn.hook_rot_q") == names.HEADS
+    assert names.default_hook_dims("unembed.hook_out") == names.LOGITS
+    assert names.default_hook_dims("blocks.0.attn.hook_nothing") is None and names.default_hook_dims("blocks.x.hook_z") is None

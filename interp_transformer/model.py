@@ -15,7 +15,7 @@ from interp_transformer import tokenization
 from interp_transformer.components.attention import attention_allowed
 from interp_transformer.components.block import make_block
 from interp_transformer.components.embed import Embed, PosEmbed
-from interp_transformer.components.layer_norm import make_layer_norm
+from interp_transformer.components.factories import make_layer_norm
 from interp_transformer.components.kv_cache import KeyValueCache
 from interp_transformer.components.unembed import Unembed
 from interp_transformer.config import TransformerConfig

@@ -9,7 +9,7 @@ circuit analyses therefore:
 
 - fold ``w`` (and, for LayerNorm, the centring) into the reading weights (``W_Q``, ``W_K``, ``W_V``
   and ``W_U``): ``fold_into_reader``, the same rule as weight processing's ``fold_layer_norm``
-  (``loading.processing.fold_norm_into_weight``). For ``LNPre``/``RMSPre`` there is no ``w`` to
+  (``components.normalization.fold_norm_into_weight``). For ``LNPre``/``RMSPre`` there is no ``w`` to
   fold; without normalisation nothing is folded.
 - divide each embedding row (token or position) by the scale the norm would give that row alone:
   ``scale_embedding_rows``. This is the "direct path" picture: the head sees only that embedding,
@@ -31,9 +31,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp_transformer.components.layer_norm import LayerNormPre
-from interp_transformer.components.rms_norm import RMSNormPre
-from interp_transformer.loading.processing import fold_norm_into_weight
+from interp_transformer.components.normalization import NormalizationPre, fold_norm_into_weight
 
 if TYPE_CHECKING:
     from interp_transformer.model import HookedTransformer
@@ -64,10 +62,8 @@ def scale_embedding_rows(model: "HookedTransformer", rows: Float[Tensor, "row d_
 
 def _centres(norm: nn.Module) -> bool:
     """True for LayerNorm (it removes the mean), False for RMSNorm; anything else is refused by name."""
-    if isinstance(norm, LayerNormPre):  # LayerNorm subclasses it
-        return True
-    if isinstance(norm, RMSNormPre):  # RMSNorm subclasses it
-        return False
+    if isinstance(norm, NormalizationPre):  # LayerNorm(Pre) and RMSNorm(Pre) share it and say whether they centre
+        return norm.centres
     raise TypeError(
         f"circuits know how to fold LayerNorm, RMSNorm (with or without weights) or no normalisation, "
         f"got a {type(norm).__name__}; pass fold_layer_norm=False to use the stored weights"

@@ -7,9 +7,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from interp_transformer.components.kv_cache import KeyValueCacheEntry
-from interp_transformer.components.layer_norm import make_layer_norm
-from interp_transformer.components.mlp import make_mlp
-from interp_transformer.components.rotary import make_attention
+from interp_transformer.components.factories import make_attention, make_layer_norm, make_mlp
 from interp_transformer.config import TransformerConfig
 from interp_transformer.hooks import HookPoint
 

@@ -6,47 +6,28 @@ bias ``b``, as in TransformerLens since 3.0 (its PR #770); TransformerLens 2.x t
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from interp_transformer.components.normalization import REDUCED_PRECISION, NormalizationPre
 from interp_transformer.config import TransformerConfig
-from interp_transformer.hooks import HookPoint
-
-REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
-class LayerNormPre(nn.Module):
+class LayerNormPre(NormalizationPre):
     """Centre and scale to unit RMS, with no learned weights (their effect is folded downstream).
 
-    Works over the last axis of ``[batch pos d_model]`` or ``[batch pos head_index d_model]``.
-    In float16/bfloat16 the statistics are computed in float32 for stability.
-
-    Unless ``hook_scale`` is hooked, the fused ``F.layer_norm`` kernel computes the same
-    thing (biased variance, float32 statistics) several times faster than the written-out
-    ``normalize``, which is kept for when the scale is hooked: the kernel does not expose it.
+    Unless ``hook_scale`` is hooked, the fused ``F.layer_norm`` kernel computes the same thing
+    (biased variance, float32 statistics) several times faster than the written-out ``normalize``.
     """
 
-    def __init__(self, cfg: TransformerConfig) -> None:
-        super().__init__()
-        self.eps = cfg.layer_norm_eps
-        self.hook_scale = HookPoint()  # [batch pos 1]
-        self.hook_normalized = HookPoint()  # [batch pos d_model]
+    centres = True
 
-    def normalize(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        dtype = x.dtype
-        if dtype in REDUCED_PRECISION:
-            x = x.float()
-        x = x - x.mean(-1, keepdim=True)
-        # Not torch.var_mean: on CPU its single-pass (Welford) reduction is ~3x slower than these two passes.
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return (x / scale).to(dtype)
-
-    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        if self.hook_scale.has_hooks():
-            return self.hook_normalized(self.normalize(x))
-        return self.hook_normalized(F.layer_norm(x, x.shape[-1:], eps=self.eps))
+    def fused_normalize(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps)
 
 
 class LayerNorm(LayerNormPre):
@@ -76,9 +57,9 @@ def affine(normalized: Float[Tensor, "... d_model"], w: Tensor, b: Tensor) -> Fl
     return torch.addcmul(b, normalized, w)
 
 
-def make_layer_norm(cfg: TransformerConfig) -> nn.Module | None:
-    """The normalisation module the config asks for (None when the model has none)."""
-    from interp_transformer.components.rms_norm import RMSNorm, RMSNormPre
+def __getattr__(name: str) -> Any:
+    if name == "make_layer_norm":  # moved to components.factories; imported on use to avoid a cycle
+        from interp_transformer.components.factories import make_layer_norm
 
-    variants = {"LN": LayerNorm, "LNPre": LayerNormPre, "RMS": RMSNorm, "RMSPre": RMSNormPre}
-    return variants[cfg.normalization_type](cfg) if cfg.normalization_type is not None else None
+        return make_layer_norm
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -72,6 +72,9 @@ class GatedMLP(MLP):
         return affine(post, self.W_out, self.b_out)
 
 
-def make_mlp(cfg: TransformerConfig) -> MLP:
-    """The MLP variant the config asks for."""
-    return GatedMLP(cfg) if cfg.gated_mlp else MLP(cfg)
+def __getattr__(name: str):
+    if name == "make_mlp":  # moved to components.factories; imported on use to avoid a cycle
+        from interp_transformer.components.factories import make_mlp
+
+        return make_mlp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

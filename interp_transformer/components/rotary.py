@@ -51,6 +51,9 @@ class RotaryAttention(Attention):
         return q, k
 
 
-def make_attention(cfg: TransformerConfig, layer: int) -> Attention:
-    """The attention variant the config asks for."""
-    return RotaryAttention(cfg, layer) if cfg.positional_embedding_type == "rotary" else Attention(cfg, layer)
+def __getattr__(name: str):
+    if name == "make_attention":  # moved to components.factories; imported on use to avoid a cycle
+        from interp_transformer.components.factories import make_attention
+
+        return make_attention
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,13 +29,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp_transformer.components.normalization import D_MODEL_AXIS, fold_norm_into_weight as fold_norm_into_weight
 from interp_transformer.config import TransformerConfig
 from interp_transformer.factored_matrix import FactoredMatrix
 
 StateDict = dict[str, Tensor]
 FOLDED_NORMALIZATION = {"LN": "LNPre", "RMS": "RMSPre"}
 CENTRED_NORMALIZATION = ("LN", "LNPre")
-D_MODEL_AXIS = -2  # readers are [head_index d_model d_head] (W_Q, W_K, W_V) or [d_model n] (W_in, W_gate, W_U)
 
 
 def fold_layer_norm(state: StateDict, cfg: TransformerConfig) -> StateDict:
@@ -69,7 +69,10 @@ def fold_layer_norm(state: StateDict, cfg: TransformerConfig) -> StateDict:
 def _fold_into_readers(
     state: StateDict, norm: str, readers: list[tuple[str, str | None]], centre: bool
 ) -> None:
-    """``W <- diag(w) W`` (centred over d_model when the norm centres), ``b <- b + b_norm W``; drop the norm's tensors."""
+    """``W <- diag(w) W`` (centred over d_model when the norm centres), ``b <- b + b_norm W``; drop the norm's tensors.
+
+    The weight rule is ``components.normalization.fold_norm_into_weight``, shared with the circuit analyses.
+    """
     w = state.pop(f"{norm}.w")
     b = state.pop(f"{norm}.b", None)
     for weight_name, bias_name in readers:
@@ -77,22 +80,6 @@ def _fold_into_readers(
         if b is not None and bias_name is not None:
             state[bias_name] = state[bias_name] + (weight * b[:, None]).sum(D_MODEL_AXIS)
         state[weight_name] = fold_norm_into_weight(weight, w, centre)
-
-
-def fold_norm_into_weight(
-    weight: Float[Tensor, "... d_model n"], norm_weight: Float[Tensor, "d_model"] | None, centre: bool
-) -> Float[Tensor, "... d_model n"]:
-    """``diag(w) W``, then centred over ``d_model`` when the norm centres (LayerNorm, not RMSNorm).
-
-    What a weight ``W`` that reads a norm's output does to the norm's input, up to the per-position
-    scale: the one LayerNorm/RMSNorm folding rule, shared by ``fold_layer_norm`` and the circuit
-    analyses. ``norm_weight=None`` is a weightless norm (``LNPre``/``RMSPre``).
-    """
-    if norm_weight is not None:
-        weight = weight * norm_weight[:, None]
-    if centre:
-        weight = weight - weight.mean(D_MODEL_AXIS, keepdim=True)
-    return weight
 
 
 def folded_layer_norm_config(cfg: TransformerConfig) -> TransformerConfig:

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from interp_transformer.components.layer_norm import LayerNorm, LayerNormPre, make_layer_norm
+from interp_transformer.components.factories import make_layer_norm
+from interp_transformer.components.layer_norm import LayerNorm, LayerNormPre
 from interp_transformer.components.rms_norm import RMSNorm, RMSNormPre
 
 def _inputs(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -213,3 +214,30 @@ def test_make_layer_norm_picks_the_configured_kind(cfg):
     assert type(make_layer_norm(cfg)) is LayerNorm
     assert type(make_layer_norm(cfg.replace(normalization_type="LNPre"))) is LayerNormPre
     assert make_layer_norm(cfg.replace(normalization_type=None)) is None
+
+
+@pytest.mark.parametrize("hook_the_scale", [False, True])
+@pytest.mark.parametrize("norm_class, centres", [(LayerNormPre, True), (RMSNormPre, False)])
+def test_pre_variants_share_one_body_that_matches_the_formula(cfg, norm_class, centres, hook_the_scale):
+    # Dense reference: (x - mean x if centring) / sqrt(mean(that^2) + eps); LayerNorm centres, RMSNorm does not.
+    norm = norm_class(cfg)
+    if hook_the_scale:  # leaves the fused kernel: the written-out body runs
+        norm.hook_scale.add(lambda scale, hook: scale)
+    x = _inputs(2, 5, cfg.d_model).double().float()
+    centred = x - x.mean(-1, keepdim=True) if centres else x
+    expected = centred / (centred.pow(2).mean(-1, keepdim=True) + cfg.layer_norm_eps).sqrt()
+    torch.testing.assert_close(norm(x), expected, msg=f"{norm_class.__name__} (hooked scale: {hook_the_scale}) is not the formula")
+
+
+def test_one_folding_rule_for_weight_processing_and_circuits():
+    from interp_transformer.circuits import layer_norm_folding
+    from interp_transformer.components import normalization
+    from interp_transformer.loading import processing
+
+    assert processing.fold_norm_into_weight is normalization.fold_norm_into_weight, "weight processing has its own copy of the rule"
+    assert layer_norm_folding.fold_norm_into_weight is normalization.fold_norm_into_weight, "circuits have their own copy of the rule"
+    weight, w = torch.randn(3, 2), torch.tensor([2.0, -1.0, 0.5])
+    folded = normalization.fold_norm_into_weight(weight, w, centre=True)
+    scaled = weight * w[:, None]
+    torch.testing.assert_close(folded, scaled - scaled.mean(0, keepdim=True), msg="fold: diag(w) W, centred over d_model")
+    torch.testing.assert_close(normalization.fold_norm_into_weight(weight, w, centre=False), scaled, msg="RMS: no centring")

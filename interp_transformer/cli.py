@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from interp_transformer.sae.command import add_sae_command, run_sae_command
 from interp_transformer.store.command import add_cache_command, run_cache_command
 
 
@@ -19,9 +20,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--out", type=Path, required=True, help="output folder")
     commands.add_parser("models", help="list the names from_pretrained accepts")
     add_cache_command(commands)
+    add_sae_command(commands)
     args = parser.parse_args(argv)
     if args.command == "cache":
         return run_cache_command(args)
+    if args.command == "sae":
+        return run_sae_command(args)
     if args.command == "models":
         from interp_transformer.loading import available_models
 

@@ -69,6 +69,8 @@ from interp_transformer.vis.attention_data import (
     resolve_attention as resolve_attention,
 )
 from interp_transformer.vis.circuitsvis_view import CircuitsVisView as CircuitsVisView
+from interp_transformer.vis.feature_dashboard import FeatureDashboardView as FeatureDashboardView
+from interp_transformer.vis.feature_dashboard import feature_dashboard as feature_dashboard
 from interp_transformer.vis.heatmap import (
     HeatmapView as HeatmapView,
 )

@@ -10,3 +10,13 @@ from interp_transformer.sae.splice import (
     sae_hook_name as sae_hook_name,
     splice as splice,
 )
+from interp_transformer.sae.features import (
+    FeatureActivations as FeatureActivations,
+    top_activating_contexts as top_activating_contexts,
+    top_activating_contexts_in_corpus as top_activating_contexts_in_corpus,
+)
+from interp_transformer.sae.logit_effects import (
+    LogitEffects as LogitEffects,
+    feature_logit_weights as feature_logit_weights,
+    logit_effects as logit_effects,
+)

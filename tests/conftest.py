@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import hf_checkpoints
 import pytest
 import torch
 
@@ -74,17 +75,16 @@ def bpe_tokenizer():
 
 @pytest.fixture
 def make_hf_gpt2(tmp_path: Path) -> Callable[..., tuple]:
-    """Factory: a random-init GPT2LMHeadModel saved to a temp dir -> (hf_model, directory)."""
+    """Factory: a random-init GPT2LMHeadModel saved to a temp dir -> (hf_model, directory).
 
-    def make(seed: int = 0, with_tokenizer: bool = False, **config) -> tuple:
-        from transformers import GPT2Config, GPT2LMHeadModel
+    ``jitter`` > 0 perturbs every parameter (see tests/hf_checkpoints.py); by default the init is kept."""
 
+    def make(seed: int = 0, with_tokenizer: bool = False, jitter: float = 0.0, **config) -> tuple:
+        config_cls, model_cls = hf_checkpoints.hf_classes("gpt2")
         values = dict(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=48, bos_token_id=0, eos_token_id=0)
         values.update(config)
-        torch.manual_seed(seed)
-        hf_model = GPT2LMHeadModel(GPT2Config(**values)).eval()
         directory = tmp_path / f"gpt2-{seed}-{abs(hash(tuple(sorted(values.items()))))}"
-        hf_model.save_pretrained(directory)
+        hf_model = hf_checkpoints.save_hf_model(model_cls, config_cls(**values), directory, seed, jitter)
         if with_tokenizer:
             build_bpe_tokenizer(values["vocab_size"]).save_pretrained(directory)
         return hf_model, directory
@@ -94,15 +94,9 @@ def make_hf_gpt2(tmp_path: Path) -> Callable[..., tuple]:
 
 def save_random_hf_model(model_cls, config, directory: Path, seed: int = 0, jitter: float = 0.1):
     """A Hugging Face model from ``config`` with every parameter perturbed (so LayerNorm weights and
-    biases are not their trivial init and parity tests cannot pass vacuously), saved to ``directory``."""
-    torch.manual_seed(seed)
-    hf_model = model_cls(config).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in hf_model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * jitter)
-    hf_model.save_pretrained(directory)
-    return hf_model
+    biases are not their trivial init and parity tests cannot pass vacuously), saved to ``directory``.
+    (The one factory is tests/hf_checkpoints.py; this name is kept for the per-architecture tests.)"""
+    return hf_checkpoints.save_hf_model(model_cls, config, directory, seed, jitter)
 
 
 def sample_tokens(batch: int = 2, pos: int = 20, seed: int = 2, d_vocab: int = 300) -> torch.Tensor:

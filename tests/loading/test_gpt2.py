@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import hf_checkpoints
 import pytest
 import torch
 from conftest import edit_config
@@ -18,39 +19,17 @@ from safetensors.torch import load_file, save_file
 from interp_transformer import HookedTransformer
 from interp_transformer.loading.integrity import CorruptWeightsError
 
-SHAPES = {
-    "default-gelu_new-tied": dict(),
-    "3-layers-gelu-n_inner-untied": dict(n_layer=3, n_embd=48, n_head=6, n_inner=40, activation_function="gelu", tie_word_embeddings=False),
-    "1-layer-relu-unscaled-attention": dict(n_layer=1, n_embd=16, n_head=2, activation_function="relu", scale_attn_weights=False),
-    "wide-heads-eps": dict(n_layer=2, n_embd=24, n_head=2, n_inner=72, layer_norm_epsilon=1e-3, tie_word_embeddings=False),
-}
+SHAPES = hf_checkpoints.PARITY_SHAPES["gpt2"]
 
 
 def make_random_gpt2(make_hf_gpt2, seed: int = 0, **config):
     """A saved HF GPT-2 whose every parameter is non-trivial; -> (hf_model, directory)."""
     config = dict(initializer_range=0.3, attn_implementation="eager") | config
-    hf_model, directory = make_hf_gpt2(seed=seed, **config)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in hf_model.parameters():  # LayerNorm weights start at 1 and biases at 0
-            param.add_(torch.randn(param.shape, generator=generator) * 0.1)
-    hf_model.save_pretrained(directory)
-    return hf_model, directory
+    return make_hf_gpt2(seed=seed, jitter=0.1, **config)
 
 
 def sample_tokens(n_vocab: int, batch: int = 2, pos: int = 20, seed: int = 2) -> torch.Tensor:
     return torch.randint(0, n_vocab, (batch, pos), generator=torch.Generator().manual_seed(seed))
-
-
-def capture(model: HookedTransformer, tokens: torch.Tensor, names) -> dict[str, torch.Tensor]:
-    cache = {}
-
-    def save(activation, hook):
-        cache[hook.name] = activation.detach()
-
-    with torch.no_grad():
-        model.run_with_hooks(tokens, fwd_hooks=[(names, save)])
-    return cache
 
 
 def assert_max_abs(actual: torch.Tensor, expected: torch.Tensor, atol: float, what: str) -> None:
@@ -59,20 +38,7 @@ def assert_max_abs(actual: torch.Tensor, expected: torch.Tensor, atol: float, wh
     assert error <= atol, f"{what}: max-abs difference from Hugging Face is {error:.2e} (> {atol:.0e})"
 
 
-# ------------------------------------------------------------------- parity
-@pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_logits_match_hugging_face(make_hf_gpt2, shape):
-    hf_model, directory = make_random_gpt2(make_hf_gpt2, **SHAPES[shape])
-    model = HookedTransformer.from_pretrained(directory).eval()
-    tokens = sample_tokens(hf_model.config.vocab_size)
-    with torch.no_grad():
-        expected = hf_model(tokens).logits
-        logits = model(tokens)
-    assert expected.std() > 1.0, "HF logits are nearly constant; the comparison would pass vacuously"
-    assert logits.dtype == torch.float32
-    assert_max_abs(logits, expected, 1e-4, f"logits ({shape})")
-
-
+# Logits, residual streams and attention patterns against Hugging Face: tests/loading/test_hf_parity.py.
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_config_is_converted(make_hf_gpt2, shape):
     hf_model, directory = make_random_gpt2(make_hf_gpt2, **SHAPES[shape])
@@ -84,34 +50,6 @@ def test_config_is_converted(make_hf_gpt2, shape):
     assert cfg.act_fn == hf.activation_function
     assert cfg.attn_scale == pytest.approx((hf.n_embd // hf.n_head) ** 0.5 if hf.scale_attn_weights else 1.0)
     assert cfg.original_architecture == "GPT2LMHeadModel" and cfg.model_name == Path(directory).name
-
-
-@pytest.mark.parametrize("shape", ["default-gelu_new-tied", "3-layers-gelu-n_inner-untied"])
-def test_residual_stream_and_attention_patterns_match_hugging_face(make_hf_gpt2, shape):
-    hf_model, directory = make_random_gpt2(make_hf_gpt2, **SHAPES[shape])
-    model = HookedTransformer.from_pretrained(directory).eval()
-    n_layers = model.cfg.n_layers
-    tokens = sample_tokens(hf_model.config.vocab_size)
-    with torch.no_grad():
-        hf_out = hf_model(tokens, output_hidden_states=True, output_attentions=True)
-    cache = capture(
-        model,
-        tokens,
-        lambda name: name.endswith(("hook_resid_pre", "hook_resid_post", "hook_pattern")) or name == "ln_final.hook_normalized",
-    )
-    # hidden_states[0] is the embedding, [L + 1] the output of block L, except that HF applies
-    # ln_f to the last one.
-    assert_max_abs(cache["blocks.0.hook_resid_pre"], hf_out.hidden_states[0], 1e-5, "blocks.0.hook_resid_pre")
-    for layer in range(n_layers - 1):
-        name = f"blocks.{layer}.hook_resid_post"
-        assert_max_abs(cache[name], hf_out.hidden_states[layer + 1], 1e-4, name)
-    # hook_normalized is taken before ln_f's weight and bias (TransformerLens >= 3.0); HF's last state is after them.
-    ln_final_out = cache["ln_final.hook_normalized"] * model.ln_final.w + model.ln_final.b
-    assert_max_abs(ln_final_out, hf_out.hidden_states[-1], 1e-4, "ln_final.hook_normalized * w + b")
-    for layer in range(n_layers):
-        name = f"blocks.{layer}.attn.hook_pattern"
-        assert hf_out.attentions[layer].std() > 0.05, "attention is nearly uniform; the comparison would be vacuous"
-        assert_max_abs(cache[name], hf_out.attentions[layer], 1e-5, name)
 
 
 def test_left_padded_batch_matches_hugging_face_with_position_ids(make_hf_gpt2):

@@ -16,12 +16,6 @@ BASE = dict(
     hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, vocab_size=300,
     max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0,
 )
-SHAPES = {
-    "parallel-quarter-rotary": dict(),  # Pythia's defaults: use_parallel_residual, rotary_pct 0.25
-    "sequential-half-rotary": dict(use_parallel_residual=False, rotary_pct=0.5),
-    "parallel-full-rotary-theta-no-bias": dict(rotary_pct=1.0, rotary_emb_base=500.0, attention_bias=False, num_hidden_layers=3),
-    "tied-relu": dict(tie_word_embeddings=True, hidden_act="relu", num_attention_heads=2),
-}
 
 
 def make_model(tmp_path, seed: int = 0, **overrides):
@@ -32,28 +26,7 @@ def make_model(tmp_path, seed: int = 0, **overrides):
     return save_random_hf_model(GPTNeoXForCausalLM, GPTNeoXConfig(**values), directory, seed), directory
 
 
-@pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_logits_match_hugging_face(tmp_path, shape):
-    hf_model, directory = make_model(tmp_path, **SHAPES[shape])
-    model = HookedTransformer.from_pretrained(directory).eval()
-    tokens = sample_tokens()
-    with torch.no_grad():
-        expected, logits = hf_model(tokens).logits, model(tokens)
-    assert expected.std() > 0.5, "HF logits are nearly constant; the comparison would be vacuous"
-    error = (logits - expected).abs().max().item()
-    assert error < 1e-4, f"{shape}: logits differ from Hugging Face by {error:.2e}"
-
-
-def test_explicit_pattern_path_matches_hugging_face(tmp_path):
-    """Hooking the pattern switches attention from the fused kernel to the explicit one."""
-    hf_model, directory = make_model(tmp_path, rotary_pct=0.5)
-    model = HookedTransformer.from_pretrained(directory).eval()
-    tokens = sample_tokens()
-    with torch.no_grad():
-        expected, (logits, _) = hf_model(tokens).logits, model.run_with_cache(tokens)
-    assert (logits - expected).abs().max() < 1e-4
-
-
+# Logits (fused and explicit paths), residual streams and patterns against Hugging Face: tests/loading/test_hf_parity.py.
 def test_config_is_converted(tmp_path):
     _, directory = make_model(tmp_path, rotary_pct=0.5, rotary_emb_base=1234.0, use_parallel_residual=False)
     cfg = HookedTransformer.from_pretrained(directory).cfg

@@ -10,6 +10,11 @@ from interp_transformer.sae.splice import (
     sae_hook_name as sae_hook_name,
     splice as splice,
 )
+from interp_transformer.sae.patching import (
+    FeatureAttribution as FeatureAttribution,
+    attribute_features as attribute_features,
+    patch_features as patch_features,
+)
 from interp_transformer.sae.features import (
     FeatureActivations as FeatureActivations,
     top_activating_contexts as top_activating_contexts,

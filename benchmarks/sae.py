@@ -39,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {SECTIONS}")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (after one warm-up round)")
+    # splice section
+    parser.add_argument("--splice-shape", default="8x128", help="splice: BATCHxPOS of the token batch")
+    parser.add_argument("--splice-n-layers", type=int, default=12, help="splice: layers of the GPT-2-small-shaped random model")
+    parser.add_argument("--splice-expansion", type=int, default=8, help="splice: d_sae = expansion x d_model")
     # train section
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32", help="train: bfloat16 autocasts both loops")
     parser.add_argument("--d-in", type=int, default=256, help="train: width of the cached residual stream (the random model's d_model)")
@@ -81,8 +85,45 @@ def ratio_summary(times: dict[str, list[float]], name: str, reference: str) -> t
 
 
 # ---------------------------------------------------------------- section: splice (spliced forward vs plain forward)
+SPLICE_HOOK = "blocks.{layer}.hook_resid_pre"
+
+
 def run_splice_section(args: argparse.Namespace) -> None:
-    print("## splice: not written yet (this section belongs to the splicing work)")
+    """A GPT-2-small-shaped random model with one SAE (d_sae = 8 x d_model) on the middle layer's resid_pre."""
+    from interp_transformer.sae import sae_hook_name, splice
+
+    batch, pos = (int(n) for n in args.splice_shape.split("x"))
+    cfg = TransformerConfig(n_layers=args.splice_n_layers, seed=0)  # GPT-2 small's widths, vocabulary and context
+    model = HookedTransformer(cfg).to(args.device).eval()
+    hook = SPLICE_HOOK.format(layer=cfg.n_layers // 2)
+    sae = SparseAutoencoder(SAEConfig(d_in=cfg.d_model, d_sae=args.splice_expansion * cfg.d_model, hook_name=hook), seed=0)
+    sae = sae.to(args.device).eval()
+    tokens = torch.randint(0, cfg.d_vocab, (batch, pos), generator=torch.Generator().manual_seed(1)).to(args.device)
+    features = sae_hook_name(sae)
+
+    def spliced() -> Any:
+        with splice(model, sae):
+            return model(tokens)
+
+    def spliced_with_error_caching_features() -> Any:
+        with splice(model, sae, include_error=True):
+            return model.run_with_cache(tokens, names_filter=features)
+
+    with torch.inference_mode():
+        times = interleaved(
+            {"plain forward": lambda: model(tokens), "spliced (reconstruction)": spliced,
+             "spliced + error, features cached": spliced_with_error_caching_features},
+            args.rounds,
+            args.device,
+        )
+    print(f"## splice: GPT-2-small-shaped random model ({cfg.n_layers} layers, d_model {cfg.d_model}), SAE d_sae={sae.cfg.d_sae} "
+          f"at {hook}, tokens {batch}x{pos}, {args.device} float32, {args.rounds} rounds (target spliced / plain <= 1.2)")
+    print("| candidate | median ms | / plain forward (median, per-round min..max) |")
+    print("|---|---|---|")
+    for name, values in times.items():
+        median, low, high = ratio_summary(times, name, "plain forward")
+        print(f"| {name} | {statistics.median(values) * 1e3:.1f} | {median:.3f} ({low:.3f}..{high:.3f}) |")
+    print()
 
 
 # ---------------------------------------------------------------- section: train (train_sae vs a plain loop)

@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 
-ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "relu", "silu")
+from interp_transformer.activation_functions import ACTIVATION_FUNCTIONS
+
+ACT_FNS = tuple(ACTIVATION_FUNCTIONS)  # the MLP's table is the one list of valid act_fn names
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
 POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary")
 ATTN_TYPES = ("global", "local")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,8 @@ from interp_transformer.components.kv_cache import KeyValueCache
 from interp_transformer.components.unembed import Unembed
 from interp_transformer.config import TransformerConfig
 from interp_transformer.hooks import HookedModule, HookPoint
+from interp_transformer.loading.native import save_native
+from interp_transformer.loading.pretrained import load_weights
 from interp_transformer.weights import StackedWeights
 
 if TYPE_CHECKING:
@@ -394,34 +396,43 @@ class HookedTransformer(StackedWeights, HookedModule):
 
     # ------------------------------------------------------------ persistence
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedTransformer":
-        """Load a supported model by hub name, embedded-model name or local directory.
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        fold_ln: bool = False,
+        center_writing_weights: bool = False,
+        center_unembed: bool = False,
+        fold_value_biases: bool = False,
+        refactor_factored_attn_matrices: bool = False,
+    ) -> Self:
+        """Load a supported model by hub name, embedded-model name or local directory, as an instance of ``cls``.
 
         Weights are used as stored unless processing is asked for (``fold_ln``,
         ``center_writing_weights``, ``center_unembed``, ``fold_value_biases``,
         ``refactor_factored_attn_matrices``; all default False, unlike TransformerLens).
-        Also ``dtype=`` and ``device=``. See ``loading.pretrained.load_pretrained``.
-        A subclass calling this gets an instance of itself back.
+        The loader (``loading.load_weights``) is a pure function returning ``(cfg, state_dict, tokenizer)``;
+        this builds ``cls(cfg)`` and loads the state strictly (every parameter, nothing else).
         """
-        from interp_transformer.loading import load_pretrained
-
-        if "model_class" in kwargs:
-            raise TypeError(f"{cls.__name__}.from_pretrained builds {cls.__name__}; call it on the class you want instead of passing model_class")
-        return load_pretrained(name_or_path, model_class=cls, **kwargs)
+        cfg, state_dict, tokenizer = load_weights(
+            name_or_path, dtype=dtype, fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+            center_unembed=center_unembed, fold_value_biases=fold_value_biases,
+            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+        )
+        model = cls(cfg, tokenizer=tokenizer, init_weights=False)
+        model.load_state_dict(state_dict, strict=True)
+        return model.to(device) if device is not None else model
 
     @classmethod
     def from_pretrained_no_processing(
         cls, name_or_path: str | Path, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
-    ) -> "HookedTransformer":
+    ) -> Self:
         """Weights exactly as stored. Same as our ``from_pretrained`` default; named for TransformerLens users."""
-        from interp_transformer.loading import load_pretrained
-
-        return load_pretrained(name_or_path, dtype=dtype, device=device, model_class=cls)
+        return cls.from_pretrained(name_or_path, dtype=dtype, device=device)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write weights (safetensors), config and checksums; ``from_pretrained(directory)`` reads them back."""
-        from interp_transformer.loading.native import save_native
-
         return save_native(self, directory)
 
 

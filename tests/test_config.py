@@ -242,3 +242,20 @@ def test_attn_types_from_json_become_a_tuple(cfg):
     values = json.loads(json.dumps(cfg.replace(attn_types=("global", "local"), window_size=4).to_dict()))
     restored = TransformerConfig.from_dict(values)
     assert restored.attn_types == ("global", "local") and hash(restored) == hash(cfg.replace(attn_types=("global", "local"), window_size=4))
+
+
+def test_one_activation_table_for_config_mlp_and_converters():
+    from interp_transformer.activation_functions import ACTIVATION_FUNCTIONS, HF_ACTIVATION_NAMES, activation_from_hf
+    from interp_transformer.components import mlp
+    from interp_transformer.config import ACT_FNS
+    from interp_transformer.loading.architectures import CONVERTERS
+
+    assert ACT_FNS == tuple(ACTIVATION_FUNCTIONS), "config validates act_fn against a list of its own"
+    assert mlp.ACTIVATIONS is ACTIVATION_FUNCTIONS, "the MLP has its own activation table"
+    for converter in CONVERTERS:
+        assert converter.ACTIVATIONS is HF_ACTIVATION_NAMES, f"{converter.__name__} has its own activation table"
+    assert set(HF_ACTIVATION_NAMES.values()) <= set(ACT_FNS), "a Hugging Face name maps to an act_fn the config refuses"
+    with pytest.raises(ValueError, match=r"GPT-2 activation_function 'quick_gelu' is not supported; supported: \["):
+        activation_from_hf("quick_gelu", "GPT-2", "activation_function")
+    with pytest.raises(ValueError, match="act_fn 'quick_gelu' is not supported"):
+        TransformerConfig(act_fn="quick_gelu")

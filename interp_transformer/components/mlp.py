@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import math
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from interp_transformer.activation_functions import ACTIVATION_FUNCTIONS, gelu_fast as gelu_fast, gelu_new as gelu_new
 from interp_transformer.components.affine import affine
 from interp_transformer.config import TransformerConfig
 from interp_transformer.hooks import HookPoint
 
 
-def gelu_new(x: Tensor) -> Tensor:
-    """GPT-2's tanh approximation of GELU, written out to match Hugging Face bit for bit."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
-def gelu_fast(x: Tensor) -> Tensor:
-    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
-
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "gelu_new": gelu_new,
-    "gelu": F.gelu,
-    "gelu_fast": gelu_fast,
-    "relu": F.relu,
-    "silu": F.silu,
-}
+# The one activation table (config validation and the converters read it too); gelu_new and gelu_fast stay importable here.
+ACTIVATIONS = ACTIVATION_FUNCTIONS
 
 
 class MLP(nn.Module):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import einops
-import torch
 from torch import Tensor
 
+from interp_transformer.activation_functions import HF_ACTIVATION_NAMES, activation_from_hf
 from interp_transformer.config import TransformerConfig
+from interp_transformer.loading.conversion import From, NameMap, Zeros, convert_with_name_map
 from interp_transformer.loading.hf_files import TensorTaker, check_config_fields
 
 ARCHITECTURES = ("GPT2LMHeadModel",)
@@ -24,7 +24,7 @@ HUB_NAMES = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
 }
-ACTIVATIONS = {"gelu_new": "gelu_new", "gelu": "gelu", "gelu_fast": "gelu_fast", "relu": "relu", "silu": "silu", "swish": "silu"}
+ACTIVATIONS = HF_ACTIVATION_NAMES  # the one table, shared with config and MLP
 UNDERSTOOD = frozenset(
     {
         "vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
@@ -41,9 +41,7 @@ def convert_config(hf: dict[str, Any], name: str) -> TransformerConfig:
     check_config_fields(hf, UNDERSTOOD, "GPT-2")
     _refuse(hf, "add_cross_attention", False, "cross-attention layers are for encoder-decoder use")
     _refuse(hf, "scale_attn_by_inverse_layer_idx", False, "per-layer attention scaling is not implemented")
-    activation = hf.get("activation_function", "gelu_new")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"GPT-2 activation_function {activation!r} is not supported; supported: {sorted(ACTIVATIONS)}")
+    act_fn = activation_from_hf(hf.get("activation_function", "gelu_new"), "GPT-2", "activation_function")
     d_model, n_heads = hf["n_embd"], hf["n_head"]
     return TransformerConfig(
         d_model=d_model,
@@ -55,7 +53,7 @@ def convert_config(hf: dict[str, Any], name: str) -> TransformerConfig:
         n_ctx=hf["n_positions"],
         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
         init_range=hf.get("initializer_range", 0.02),
-        act_fn=ACTIVATIONS[activation],
+        act_fn=act_fn,
         attn_scale=(d_model // n_heads) ** 0.5 if hf.get("scale_attn_weights", True) else 1.0,
         model_name=name,
         original_architecture="GPT2LMHeadModel",
@@ -67,44 +65,31 @@ def _refuse(hf: dict[str, Any], key: str, supported: Any, why: str) -> None:
         raise ValueError(f"GPT-2 config {key}={hf[key]!r} is not supported ({why}); only {supported!r} is")
 
 
+QKV = "d_model (qkv head_index d_head) -> qkv head_index d_model d_head"
+QKV_BIAS = "(qkv head_index d_head) -> qkv head_index d_head"
+# Our name <- Hugging Face's ("transformer." prefix removed); {L} is the layer index.
+NAME_MAP: NameMap = {
+    "embed.W_E": From("wte.weight", "d_vocab d_model"),
+    "pos_embed.W_pos": From("wpe.weight", "n_ctx d_model"),
+    "blocks.{L}.ln1.w": From("h.{L}.ln_1.weight", "d_model"),
+    "blocks.{L}.ln1.b": From("h.{L}.ln_1.bias", "d_model"),
+    **{f"blocks.{{L}}.attn.W_{letter}": From("h.{L}.attn.c_attn.weight", QKV, part=i) for i, letter in enumerate("QKV")},
+    **{f"blocks.{{L}}.attn.b_{letter}": From("h.{L}.attn.c_attn.bias", QKV_BIAS, part=i) for i, letter in enumerate("QKV")},
+    "blocks.{L}.attn.W_O": From("h.{L}.attn.c_proj.weight", "(head_index d_head) d_model -> head_index d_head d_model"),
+    "blocks.{L}.attn.b_O": From("h.{L}.attn.c_proj.bias", "d_model"),
+    "blocks.{L}.ln2.w": From("h.{L}.ln_2.weight", "d_model"),
+    "blocks.{L}.ln2.b": From("h.{L}.ln_2.bias", "d_model"),
+    "blocks.{L}.mlp.W_in": From("h.{L}.mlp.c_fc.weight", "d_model d_mlp"),
+    "blocks.{L}.mlp.b_in": From("h.{L}.mlp.c_fc.bias", "d_mlp"),
+    "blocks.{L}.mlp.W_out": From("h.{L}.mlp.c_proj.weight", "d_mlp d_model"),
+    "blocks.{L}.mlp.b_out": From("h.{L}.mlp.c_proj.bias", "d_model"),
+    "ln_final.w": From("ln_f.weight", "d_model"),
+    "ln_final.b": From("ln_f.bias", "d_model"),
+}
+
+
 def convert_weights(hf_state: dict[str, Tensor], cfg: TransformerConfig) -> dict[str, Tensor]:
     """Hugging Face GPT-2 tensors -> our state dict. Every source tensor must be used and every shape match."""
-    state = {_strip_prefix(k): v for k, v in hf_state.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-    take = TensorTaker(state, "GPT-2")
-    out = {"embed.W_E": take("wte.weight", (cfg.d_vocab, cfg.d_model)), "pos_embed.W_pos": take("wpe.weight", (cfg.n_ctx, cfg.d_model))}
-    qkv = "d_model (qkv head_index d_head) -> qkv head_index d_model d_head"
-    for layer in range(cfg.n_layers):
-        hf, ours = f"h.{layer}.", f"blocks.{layer}."
-        w_qkv = take(hf + "attn.c_attn.weight", (cfg.d_model, 3 * cfg.d_model))
-        b_qkv = take(hf + "attn.c_attn.bias", (3 * cfg.d_model,))
-        W_Q, W_K, W_V = einops.rearrange(w_qkv, qkv, qkv=3, head_index=cfg.n_heads)
-        b_Q, b_K, b_V = einops.rearrange(b_qkv, "(qkv head_index d_head) -> qkv head_index d_head", qkv=3, head_index=cfg.n_heads)
-        out |= {
-            ours + "ln1.w": take(hf + "ln_1.weight", (cfg.d_model,)),
-            ours + "ln1.b": take(hf + "ln_1.bias", (cfg.d_model,)),
-            ours + "attn.W_Q": W_Q, ours + "attn.W_K": W_K, ours + "attn.W_V": W_V,
-            ours + "attn.b_Q": b_Q, ours + "attn.b_K": b_K, ours + "attn.b_V": b_V,
-            ours + "attn.W_O": einops.rearrange(
-                take(hf + "attn.c_proj.weight", (cfg.d_model, cfg.d_model)),
-                "(head_index d_head) d_model -> head_index d_head d_model", head_index=cfg.n_heads,
-            ),
-            ours + "attn.b_O": take(hf + "attn.c_proj.bias", (cfg.d_model,)),
-            ours + "ln2.w": take(hf + "ln_2.weight", (cfg.d_model,)),
-            ours + "ln2.b": take(hf + "ln_2.bias", (cfg.d_model,)),
-            ours + "mlp.W_in": take(hf + "mlp.c_fc.weight", (cfg.d_model, cfg.d_mlp)),
-            ours + "mlp.b_in": take(hf + "mlp.c_fc.bias", (cfg.d_mlp,)),
-            ours + "mlp.W_out": take(hf + "mlp.c_proj.weight", (cfg.d_mlp, cfg.d_model)),
-            ours + "mlp.b_out": take(hf + "mlp.c_proj.bias", (cfg.d_model,)),
-        }
-    out["ln_final.w"] = take("ln_f.weight", (cfg.d_model,))
-    out["ln_final.b"] = take("ln_f.bias", (cfg.d_model,))
-    # A tied checkpoint may omit lm_head.weight; the unembedding is then the embedding transposed.
-    lm_head = take("lm_head.weight", (cfg.d_vocab, cfg.d_model)) if "lm_head.weight" in state else out["embed.W_E"]
-    out["unembed.W_U"] = lm_head.T
-    out["unembed.b_U"] = torch.zeros(cfg.d_vocab, dtype=lm_head.dtype)
-    take.check_all_used()
-    return {name: tensor.contiguous() for name, tensor in out.items()}
-
-
-def _strip_prefix(key: str) -> str:
-    return key.removeprefix("transformer.")
+    # The causal-mask buffers of older checkpoints are not weights.
+    state = {key.removeprefix("transformer."): v for key, v in hf_state.items() if not key.endswith((".attn.bias", ".attn.masked_bias"))}
+    return convert_with_name_map(TensorTaker(state, "GPT-2"), NAME_MAP, cfg, unembed_source="lm_head.weight")

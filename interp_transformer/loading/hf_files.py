@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from interp_transformer.loading.integrity import read_safetensors, read_torch_checkpoint
@@ -80,6 +81,11 @@ class TensorTaker:
             )
         self.used.add(key)
         return tensor
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The checkpoint's dtype, for the zero tensors a converter adds."""
+        return next(iter(self.state.values())).dtype if self.state else torch.float32
 
     def check_all_used(self) -> None:
         unused = sorted(set(self.state) - self.used)

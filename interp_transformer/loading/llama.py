@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import einops
-import torch
 from torch import Tensor
 
+from interp_transformer.activation_functions import HF_ACTIVATION_NAMES, activation_from_hf
 from interp_transformer.config import TransformerConfig
+from interp_transformer.loading.conversion import From, NameMap, Zeros, convert_with_name_map
 from interp_transformer.loading.hf_files import TensorTaker, check_config_fields
 
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 HUB_NAMES: dict[str, str] = {}
-ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "gelu_new": "gelu_new", "relu": "relu"}
+ACTIVATIONS = HF_ACTIVATION_NAMES  # the one table, shared with config and MLP
 UNDERSTOOD = frozenset(
     {
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -45,9 +45,7 @@ def convert_config(hf: dict[str, Any], name: str) -> TransformerConfig:
         raise ValueError(f"{architecture} layer_types {sorted(set(hf['layer_types']))} are not supported; only 'full_attention'")
     if hf.get("mlp_bias"):
         raise ValueError(f"{architecture} mlp_bias=True is not supported")
-    activation = hf.get("hidden_act", "silu")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"{architecture} hidden_act {activation!r} is not supported; supported: {sorted(ACTIVATIONS)}")
+    act_fn = activation_from_hf(hf.get("hidden_act", "silu"), architecture, "hidden_act")
     d_model, n_heads = hf["hidden_size"], hf["num_attention_heads"]
     d_head = hf.get("head_dim") or d_model // n_heads
     n_kv_heads = hf.get("num_key_value_heads") or n_heads
@@ -61,7 +59,7 @@ def convert_config(hf: dict[str, Any], name: str) -> TransformerConfig:
         n_ctx=hf["max_position_embeddings"],
         layer_norm_eps=hf.get("rms_norm_eps", 1e-6),
         init_range=hf.get("initializer_range", 0.02),
-        act_fn=ACTIVATIONS[activation],
+        act_fn=act_fn,
         normalization_type="RMS",
         positional_embedding_type="rotary",
         rotary_base=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
@@ -74,37 +72,33 @@ def convert_config(hf: dict[str, Any], name: str) -> TransformerConfig:
     )
 
 
+QUERY = "(head_index d_head) d_model -> head_index d_model d_head"
+KEY_VALUE = "(kv_head d_head) d_model -> kv_head d_model d_head"  # fewer heads under grouped-query attention
+# Our name <- Hugging Face's ("model." prefix removed); {L} is the layer index. q/k/v/o biases exist in Qwen2
+# and attention_bias=True checkpoints only; Llama has no MLP biases.
+NAME_MAP: NameMap = {
+    "embed.W_E": From("embed_tokens.weight", "d_vocab d_model"),
+    "blocks.{L}.ln1.w": From("layers.{L}.input_layernorm.weight", "d_model"),
+    "blocks.{L}.attn.W_Q": From("layers.{L}.self_attn.q_proj.weight", QUERY),
+    "blocks.{L}.attn.W_K": From("layers.{L}.self_attn.k_proj.weight", KEY_VALUE),
+    "blocks.{L}.attn.W_V": From("layers.{L}.self_attn.v_proj.weight", KEY_VALUE),
+    "blocks.{L}.attn.b_Q": From("layers.{L}.self_attn.q_proj.bias", "(head_index d_head) -> head_index d_head", optional=True),
+    "blocks.{L}.attn.b_K": From("layers.{L}.self_attn.k_proj.bias", "(kv_head d_head) -> kv_head d_head", optional=True),
+    "blocks.{L}.attn.b_V": From("layers.{L}.self_attn.v_proj.bias", "(kv_head d_head) -> kv_head d_head", optional=True),
+    "blocks.{L}.attn.W_O": From("layers.{L}.self_attn.o_proj.weight", "d_model (head_index d_head) -> head_index d_head d_model"),
+    "blocks.{L}.attn.b_O": From("layers.{L}.self_attn.o_proj.bias", "d_model", optional=True),
+    "blocks.{L}.ln2.w": From("layers.{L}.post_attention_layernorm.weight", "d_model"),
+    "blocks.{L}.mlp.W_gate": From("layers.{L}.mlp.gate_proj.weight", "d_mlp d_model -> d_model d_mlp"),
+    "blocks.{L}.mlp.W_in": From("layers.{L}.mlp.up_proj.weight", "d_mlp d_model -> d_model d_mlp"),
+    "blocks.{L}.mlp.W_out": From("layers.{L}.mlp.down_proj.weight", "d_model d_mlp -> d_mlp d_model"),
+    "blocks.{L}.mlp.b_in": Zeros("d_mlp"),
+    "blocks.{L}.mlp.b_out": Zeros("d_model"),
+    "ln_final.w": From("norm.weight", "d_model"),
+}
+
+
 def convert_weights(hf_state: dict[str, Tensor], cfg: TransformerConfig) -> dict[str, Tensor]:
     """Hugging Face Llama/Qwen2 tensors -> our state dict. Every source tensor must be used and every shape match."""
     state = {key.removeprefix("model."): value for key, value in hf_state.items() if not key.endswith("rotary_emb.inv_freq")}
     take = TensorTaker(state, cfg.original_architecture or "Llama")
-    d_model, d_head, d_mlp = cfg.d_model, cfg.d_head, cfg.d_mlp
-    n_heads, n_kv = cfg.n_heads, cfg.n_key_value_heads or cfg.n_heads
-    per_head = "(head_index d_head) d_model -> head_index d_model d_head"
-    out = {"embed.W_E": take("embed_tokens.weight", (cfg.d_vocab, d_model))}
-    for layer in range(cfg.n_layers):
-        hf, ours = f"layers.{layer}.", f"blocks.{layer}."
-        for proj, heads, letter in (("q_proj", n_heads, "Q"), ("k_proj", n_kv, "K"), ("v_proj", n_kv, "V")):
-            weight = take(f"{hf}self_attn.{proj}.weight", (heads * d_head, d_model))
-            out[f"{ours}attn.W_{letter}"] = einops.rearrange(weight, per_head, head_index=heads)
-            bias_key = f"{hf}self_attn.{proj}.bias"  # Qwen2 and attention_bias=True checkpoints
-            bias = take(bias_key, (heads * d_head,)) if bias_key in state else torch.zeros(heads * d_head, dtype=weight.dtype)
-            out[f"{ours}attn.b_{letter}"] = bias.reshape(heads, d_head)
-        o_proj = take(f"{hf}self_attn.o_proj.weight", (d_model, n_heads * d_head))
-        out[f"{ours}attn.W_O"] = einops.rearrange(o_proj, "d_model (head_index d_head) -> head_index d_head d_model", head_index=n_heads)
-        o_bias_key = f"{hf}self_attn.o_proj.bias"
-        out[f"{ours}attn.b_O"] = take(o_bias_key, (d_model,)) if o_bias_key in state else torch.zeros(d_model, dtype=o_proj.dtype)
-        out[f"{ours}ln1.w"] = take(f"{hf}input_layernorm.weight", (d_model,))
-        out[f"{ours}ln2.w"] = take(f"{hf}post_attention_layernorm.weight", (d_model,))
-        out[f"{ours}mlp.W_gate"] = take(f"{hf}mlp.gate_proj.weight", (d_mlp, d_model)).T
-        out[f"{ours}mlp.W_in"] = take(f"{hf}mlp.up_proj.weight", (d_mlp, d_model)).T
-        out[f"{ours}mlp.W_out"] = take(f"{hf}mlp.down_proj.weight", (d_model, d_mlp)).T
-        out[f"{ours}mlp.b_in"] = torch.zeros(d_mlp, dtype=o_proj.dtype)
-        out[f"{ours}mlp.b_out"] = torch.zeros(d_model, dtype=o_proj.dtype)
-    out["ln_final.w"] = take("norm.weight", (d_model,))
-    # A tied checkpoint may omit lm_head.weight; the unembedding is then the embedding transposed.
-    lm_head = take("lm_head.weight", (cfg.d_vocab, d_model)) if "lm_head.weight" in state else out["embed.W_E"]
-    out["unembed.W_U"] = lm_head.T
-    out["unembed.b_U"] = torch.zeros(cfg.d_vocab, dtype=lm_head.dtype)
-    take.check_all_used()
-    return {name: tensor.contiguous() for name, tensor in out.items()}
+    return convert_with_name_map(take, NAME_MAP, cfg, unembed_source="lm_head.weight")

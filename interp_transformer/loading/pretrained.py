@@ -1,24 +1,39 @@
-"""``from_pretrained``: resolve a name or path, convert its weights, build the model."""
+"""Loading as pure functions: a name or path in, ``(cfg, state_dict, tokenizer)`` out; no model is built here.
+
+``HookedTransformer.from_pretrained`` builds ``cls(cfg)`` from what ``load_weights`` returns, so the
+loaders never import the model (no import cycle) and a subclass loads as itself.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+from torch import Tensor
 
-from interp_transformer.config import DTYPES
+from interp_transformer.config import DTYPES, TransformerConfig
 from interp_transformer.loading.architectures import converter_for, hub_names
+from interp_transformer.loading.embedded import embedded_models
 from interp_transformer.loading.hf_files import read_hf_config, read_hf_weights
 from interp_transformer.loading.native import is_native, load_native
 from interp_transformer.loading.processing import process_weights
-from interp_transformer.loading.embedded import embedded_models
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from interp_transformer.model import HookedTransformer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+
+
+class PretrainedWeights(NamedTuple):
+    """What a loader returns: the config, our state dict (in ``cfg.dtype``) and the tokenizer (None if none is saved)."""
+
+    cfg: TransformerConfig
+    state_dict: dict[str, Tensor]
+    tokenizer: "PreTrainedTokenizerBase | None"
 
 
 def available_models() -> dict[str, list[str]]:
@@ -26,18 +41,16 @@ def available_models() -> dict[str, list[str]]:
     return {"embedded": sorted(embedded_models()), "hub": sorted(hub_names())}
 
 
-def load_pretrained(
+def load_weights(
     name_or_path: str | Path,
     dtype: torch.dtype | str | None = None,
-    device: torch.device | str | None = None,
     fold_ln: bool = False,
     center_writing_weights: bool = False,
     center_unembed: bool = False,
     fold_value_biases: bool = False,
     refactor_factored_attn_matrices: bool = False,
-    model_class: "type[HookedTransformer] | None" = None,
-) -> "HookedTransformer":
-    """Load a model with its tokenizer, as an instance of ``model_class`` (default ``HookedTransformer``).
+) -> PretrainedWeights:
+    """``(cfg, state_dict, tokenizer)`` of a hub name, embedded-model name or local directory.
 
     By default the weights are used exactly as stored: no LayerNorm folding, no centring, no
     bias folding, so parameters and activations are those of the original checkpoint. This
@@ -46,22 +59,9 @@ def load_pretrained(
     ``loading.processing`` (see there); all preserve log-probabilities. Pass
     ``fold_ln=center_writing_weights=center_unembed=fold_value_biases=True`` to get
     TransformerLens's default weights. Processing happens in float32 before any ``dtype`` cast.
-    ``HookedTransformer.from_pretrained`` passes its own class, so a subclass loads as itself.
     """
-    from interp_transformer.model import HookedTransformer
-
-    model_class = HookedTransformer if model_class is None else model_class
-    if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
-        raise TypeError(f"model_class must be HookedTransformer or a subclass of it, got {model_class!r}")
-
     directory, name = resolve_model_dir(name_or_path)
-    if is_native(directory):
-        cfg, state = load_native(directory)
-    else:
-        hf_config = read_hf_config(directory)
-        converter = converter_for(hf_config)
-        cfg = converter.convert_config(hf_config, name)
-        state = converter.convert_weights(read_hf_weights(directory), cfg)
+    cfg, state = read_checkpoint(directory, name)
     if fold_ln or center_writing_weights or center_unembed or fold_value_biases or refactor_factored_attn_matrices:
         # Half-precision checkpoints are processed in float32: folding sums d_model products.
         state = {key: value.float() if value.dtype in (torch.float16, torch.bfloat16) else value for key, value in state.items()}
@@ -71,9 +71,28 @@ def load_pretrained(
     )
     if dtype is not None:
         cfg = cfg.replace(dtype=DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
-    model = model_class(cfg, tokenizer=load_tokenizer(directory), init_weights=False)
-    model.load_state_dict({key: value.to(cfg.dtype) for key, value in state.items()}, strict=True)
-    return model.to(device) if device is not None else model
+    state = {key: value.to(cfg.dtype) for key, value in state.items()}
+    return PretrainedWeights(cfg, state, load_tokenizer(directory))
+
+
+def read_checkpoint(directory: Path, name: str) -> tuple[TransformerConfig, dict[str, Tensor]]:
+    """Config and state dict as stored: our own format, or a Hugging Face directory through its converter."""
+    if is_native(directory):
+        return load_native(directory)
+    hf_config = read_hf_config(directory)
+    converter = converter_for(hf_config)
+    cfg = converter.convert_config(hf_config, name)
+    return cfg, converter.convert_weights(read_hf_weights(directory), cfg)
+
+
+def load_pretrained(name_or_path: str | Path, model_class: "type[HookedTransformer] | None" = None, **kwargs: Any) -> "HookedTransformer":
+    """``model_class.from_pretrained(name_or_path, **kwargs)`` (default ``HookedTransformer``); kept for older code."""
+    from interp_transformer.model import HookedTransformer  # on call only: the model imports loading, not the reverse
+
+    model_class = HookedTransformer if model_class is None else model_class
+    if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
+        raise TypeError(f"model_class must be HookedTransformer or a subclass of it, got {model_class!r}")
+    return model_class.from_pretrained(name_or_path, **kwargs)
 
 
 def resolve_model_dir(name_or_path: str | Path) -> tuple[Path, str]:

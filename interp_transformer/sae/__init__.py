@@ -25,3 +25,4 @@ from interp_transformer.sae.logit_effects import (
     feature_logit_weights as feature_logit_weights,
     logit_effects as logit_effects,
 )
+from interp_transformer.sae.training import train_sae as train_sae

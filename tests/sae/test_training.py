@@ -94,3 +94,17 @@ def test_bad_input_names_what_to_change(store, tmp_path):
         train_sae(store, RESID, d_sae=64, k=4, precision="fp8")
     with pytest.raises(FileNotFoundError, match="no activation store at"):
         train_sae(tmp_path / "nothing", RESID, d_sae=64, k=4)
+
+
+def test_bfloat16_autocast_trains_float32_weights(store):
+    logs = []
+    sae = train_sae(store, RESID, d_sae=256, k=8, precision="bfloat16", log=logs.append, **{**FAST, "steps": 100})
+    assert sae.W_enc.dtype == torch.float32, "bfloat16 precision autocasts the matmuls; weights and Adam stay float32"
+    assert logs[-1]["explained_variance"] > logs[0]["explained_variance"] + 0.1, f"bfloat16 run did not learn: {[round(e['explained_variance'], 3) for e in logs]}"
+
+
+def test_the_progress_bar_shows_the_metrics(store, capsys):
+    train_sae(store, RESID, d_sae=64, k=4, **{**FAST, "steps": 10, "log_every": 5, "progress": True})
+    bar = capsys.readouterr().err
+    assert "training SAE on blocks.1.hook_resid_pre" in bar and "10/10" in bar, f"no progress bar on stderr: {bar[-300:]!r}"
+    assert all(f"{name}=" in bar for name in ("mse", "l0", "ev", "dead")), f"the bar does not show the metrics: {bar[-300:]!r}"

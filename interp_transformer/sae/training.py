@@ -123,6 +123,8 @@ def _start_or_resume(folder: Path, resume: bool, info: dict[str, Any], training:
     problems += [f"{key}: stored {stored.get(key)!r}, now {info[key]!r}" for key in ("config", "hook", "store_fingerprint") if stored.get(key) != info[key]]
     if problems:
         raise ValueError(f"the checkpoint in {folder} was made with different settings, so it cannot be resumed: {'; '.join(problems)}")
+    if stored["step"] > training.steps:
+        raise ValueError(f"the checkpoint in {folder} is at step {stored['step']}, past steps={training.steps}; pass steps >= {stored['step']} to resume it")
     return load_checkpoint(folder, sae, optimizer)
 
 

@@ -65,6 +65,8 @@ def test_resuming_refuses_what_would_change_the_result(store, tmp_path):
         train_sae(store, RESID, steps=4, checkpoint_dir=tmp_path / "run", resume=True, **{**SETTINGS, "lr": 2e-3})
     with pytest.raises(ValueError, match=r"cannot be resumed: config: .*'k': 2.*'k': 3"):
         train_sae(store, RESID, steps=4, checkpoint_dir=tmp_path / "run", resume=True, **{**SETTINGS, "k": 3})
+    with pytest.raises(ValueError, match=r"is at step 2, past steps=1; pass steps >= 2"):
+        train_sae(store, RESID, steps=1, checkpoint_dir=tmp_path / "run", resume=True, **SETTINGS)
     (tmp_path / "run" / CHECKPOINT_FILE).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="is not a readable training checkpoint"):
         train_sae(store, RESID, steps=4, checkpoint_dir=tmp_path / "run", resume=True, **SETTINGS)

@@ -41,7 +41,6 @@ SAELENS_FORMAT_VERSION = "6.0.0"  # the cfg.json layout written here; SAELens re
 # SAELens architecture -> (our architecture, is a transcoder)
 ARCHITECTURES_READ = {
     "standard": ("standard", False),
-    "relu": ("standard", False),
     "topk": ("topk", False),
     "jumprelu": ("jumprelu", False),
     "batchtopk": ("batchtopk", False),

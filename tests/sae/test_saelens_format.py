@@ -187,3 +187,15 @@ def test_extra_tensors_are_refused_not_ignored(tmp_path):
     tensors = weights() | {"W_skip": torch.zeros(D_IN, D_IN)}
     with pytest.raises(ValueError, match=r"\['W_skip'\].*does not use"):
         load_dictionary(write_folder(tmp_path / "sae", saelens6_cfg(), tensors))
+
+
+def test_a_hook_z_folder_reads_heads_flattened(tmp_path):
+    tensors = weights()
+    sae = load_dictionary(write_folder(tmp_path / "z", saelens6_cfg(reshape_activations="hook_z"), tensors))
+    z = X[:4].reshape(4, 2, 4)  # [pos head_index d_head] with d_in = 2 * 4
+    expected = dense_features(z.reshape(4, 8), tensors["W_enc"], tensors["b_enc"], tensors["b_dec"])
+    with torch.no_grad():
+        torch.testing.assert_close(sae.encode(z), expected)
+        assert sae(z).shape == z.shape, "the reconstruction of a hook_z activation keeps its head axes"
+    sae.save(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "cfg.json").read_text())["reshape_activations"] == "hook_z"

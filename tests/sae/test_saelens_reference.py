@@ -93,3 +93,18 @@ def test_transcoder_saved_here_loads_in_saelens(tmp_path):
     assert type(theirs).__name__ == "JumpReLUTranscoder" and theirs.cfg.metadata.hook_name_out == "blocks.0.hook_mlp_out"
     with torch.no_grad():
         torch.testing.assert_close(theirs(X), ours(X))
+
+
+def test_a_saelens_hook_z_sae_reads_heads_flattened_here_too(tmp_path):
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    cfg = StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, reshape_activations="hook_z")
+    cfg.metadata.hook_name = "blocks.0.attn.hook_z"
+    theirs = StandardSAE(cfg)
+    _randomize(theirs, seed=4)
+    theirs.save_model(tmp_path / "z")
+    ours = SparseAutoencoder.load(tmp_path / "z")
+    z = X.reshape(4, 6, 4, 4)  # [batch pos head_index d_head], d_in = 4 * 4
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode(z), theirs.encode(z))
+        torch.testing.assert_close(ours(z), theirs(z), msg="a hook_z SAE must give back [... head_index d_head]")

@@ -13,37 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
+import hf_checkpoints
 import torch
+from hf_checkpoints import D_VOCAB
 
 from interp_transformer import HookedTransformer
 
-D_VOCAB = 300
-COMMON_LLAMA = dict(
-    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    vocab_size=D_VOCAB, max_position_embeddings=64, rms_norm_eps=1e-5,
-)
-# Hugging Face config class, model class, config values. Small but not degenerate: several heads, GQA
-# (2 key/value heads for 4 query heads) in the Llama family, a local-attention window shorter than the
-# sequence for GPT-Neo, partial rotary for GPT-NeoX (as Pythia).
-ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    # TransformerLens 3.9 reads GPT2Config.n_ctx, which transformers 5 no longer stores unless given.
-    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_layer=2, n_embd=32, n_head=4, vocab_size=D_VOCAB, n_positions=64, n_ctx=64)),
-    "gpt_neo": (
-        "GPTNeoConfig", "GPTNeoForCausalLM",
-        dict(num_layers=2, hidden_size=32, num_heads=4, vocab_size=D_VOCAB, max_position_embeddings=64,
-             attention_types=[[["global", "local"], 1]], window_size=5),
-    ),
-    "gpt_neox": (
-        "GPTNeoXConfig", "GPTNeoXForCausalLM",
-        dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=D_VOCAB,
-             max_position_embeddings=64, rotary_pct=0.5),
-    ),
-    "llama": ("LlamaConfig", "LlamaForCausalLM", COMMON_LLAMA),
-    # head_dim != hidden_size / num_attention_heads and one key/value head: TL honours head_dim for Mistral only.
-    "mistral": ("MistralConfig", "MistralForCausalLM", dict(COMMON_LLAMA, sliding_window=None, head_dim=16, num_key_value_heads=1)),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", COMMON_LLAMA),
+# The checkpoints come from the one factory, tests/hf_checkpoints.py, with these overrides: GPT-NeoX with half
+# its head width rotary, and GPT-Neo with HF's default MLP width (TransformerLens 3.9 ignores GPT-Neo's
+# intermediate_size and assumes 4 * hidden_size).
+REFERENCE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "gpt_neox": dict(intermediate_size=64, rotary_pct=0.5),
+    "gpt_neo": dict(intermediate_size=None),
 }
+ARCHITECTURES = hf_checkpoints.ARCHITECTURES
 
 
 @dataclass
@@ -56,21 +39,9 @@ class Pair:
 
 
 def save_random_checkpoint(arch: str, directory: Path, jitter: float = 0.1):
-    """A random-init HF model of ``arch`` with every parameter perturbed (norm weights and biases are then not
-    their trivial 1 and 0, so a hook taken after them cannot pass for one taken before), saved to ``directory``."""
-    import transformers
-
-    config_name, model_name, values = ARCHITECTURES[arch]
-    config = getattr(transformers, config_name)(**values, initializer_range=0.3, attn_implementation="eager")
+    """The factory's random ``arch`` checkpoint (every parameter perturbed), seeded per architecture."""
     seed = sorted(ARCHITECTURES).index(arch)  # different weights for the architectures that share a layout
-    torch.manual_seed(seed)
-    hf_model = getattr(transformers, model_name)(config).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in hf_model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * jitter)
-    hf_model.save_pretrained(directory)
-    return hf_model
+    return hf_checkpoints.save_random_checkpoint(arch, directory, seed=seed, jitter=jitter, **REFERENCE_OVERRIDES.get(arch, {}))
 
 
 def load_both(transformer_lens, arch: str, directory: Path, optional_hooks: bool) -> Pair:

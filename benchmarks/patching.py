@@ -184,27 +184,20 @@ def time_rounds(
 
 # ---------------------------------------------------------------- parity on a tiny model
 def parity_rows(tl_available: bool) -> list[tuple[str, tuple, float]]:
-    """Every TransformerLens-named experiment in both libraries on a tiny random model: shape and max difference."""
+    """Every TransformerLens-named experiment in both libraries on a tiny random model: shape and max difference.
+
+    The models, prompts, metric and runner are tests/reference/tl_comparisons.py's (``pytest -m reference`` asserts them).
+    """
     if not tl_available:
         return []
-    import transformer_lens.patching as tl_patching
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reference"))
+    import tl_comparisons as tlc
 
-    cfg = TransformerConfig(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64, d_vocab=300, n_ctx=48, seed=0)
-    model = HookedTransformer(cfg).eval()
-    tl = build_tl(model)
-    generator = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, cfg.d_vocab, (4, 8), generator=generator)
-    corrupted = clean.clone()
-    corrupted[:, 2] = torch.randint(0, cfg.d_vocab, (4,), generator=generator)
-    metric = lambda logits: (logits[:, -1, 5] - logits[:, -1, 7]).mean()  # noqa: E731
-    with torch.no_grad():
-        _, cache = model.run_with_cache(clean)
-        _, tl_cache = tl.run_with_cache(clean)
+    model, tl = tlc.build_patching_pair()
+    clean, corrupted = tlc.patching_prompts(model.cfg.d_vocab)
     rows = []
-    for name in sorted(n for n in dir(tl_patching) if n.startswith("get_act_patch_")):
-        with torch.no_grad():
-            expected = getattr(tl_patching, name)(tl, corrupted, tl_cache, metric)
-        ours = getattr(patching, name)(model, corrupted, cache, metric, progress=False)
+    for name in tlc.experiment_names():
+        ours, expected = tlc.run_experiment_in_both(name, model, tl, clean, corrupted)
         if tuple(ours.shape) != tuple(expected.shape):
             raise AssertionError(f"{name}: our shape {tuple(ours.shape)} != TransformerLens's {tuple(expected.shape)}")
         rows.append((name, tuple(ours.shape), (ours.values - expected).abs().max().item()))

@@ -17,7 +17,9 @@ from pathlib import Path
 import interp_transformer
 
 ANALYSIS_LAYERS = ("circuits", "patching", "vis", "toy", "sae")
-CORE_MODULES = ("config", "hooks", "names", "model", "weights", "factored_matrix", "tokenization", "generation")
+CORE_MODULES = (
+    "config", "hooks", "names", "model", "weights", "factored_matrix", "activation_functions", "tokenization", "generation",
+)
 CORE_PACKAGES = ("components", "loading")
 PACKAGE_DIR = Path(interp_transformer.__file__).parent
 

@@ -241,7 +241,9 @@ def _one_pass(
     first = 0
     with torch.inference_mode(), tqdm(total=n_sequences, unit="seq", desc="feature contexts", disable=not progress) as bar:
         for tokens, acts in batches:
-            feature_acts = sae.encode(acts.to(device=sae.device, dtype=sae.dtype))[..., selected.to(sae.device)]
+            feature_acts = sae.encode(acts.to(device=sae.device, dtype=sae.dtype))
+            if selected.numel() != sae.cfg.d_sae or not bool((selected == torch.arange(sae.cfg.d_sae)).all()):
+                feature_acts = feature_acts[..., selected.to(sae.device)]
             if bool(torch.isnan(feature_acts).any()):
                 raise ValueError(f"the dictionary's activations on sequences {first}..{first + tokens.shape[0] - 1} hold NaN; check the store and the dictionary's weights")
             running.add(first, tokens.cpu(), feature_acts.cpu(), positions)
@@ -251,17 +253,18 @@ def _one_pass(
 
 
 class _RunningTop:
-    """The running top-k (state laid out ``[k feature ...]`` so selections run along dim 0) and histogram."""
+    """The running top-k per feature (laid out ``[k feature ...]``; -inf values mark empty slots) and histogram."""
 
     def __init__(self, features: Tensor, k: int, before: int, after: int, bins: int, min_activation: float) -> None:
         n = features.numel()
         self.features, self.k, self.before, self.bins, self.min_activation = features, k, before, bins, min_activation
         self.offsets = torch.arange(-before, after + 1)
-        self.values = torch.full((0, n), -math.inf, dtype=torch.float64)
-        self.sequences = torch.empty((0, n), dtype=torch.long)
-        self.positions = torch.empty((0, n), dtype=torch.long)
-        self.window_tokens = torch.empty((0, n, self.offsets.numel()), dtype=torch.long)
-        self.window_acts = torch.empty((0, n, self.offsets.numel()), dtype=torch.float64)
+        width = self.offsets.numel()
+        self.values = torch.full((k, n), -math.inf, dtype=torch.float64)
+        self.sequences = torch.full((k, n), -1, dtype=torch.long)
+        self.positions = torch.full((k, n), -1, dtype=torch.long)
+        self.window_tokens = torch.full((k, n, width), -1, dtype=torch.long)
+        self.window_acts = torch.full((k, n, width), math.nan, dtype=torch.float64)
         self.n_firing = torch.zeros(n, dtype=torch.long)
         self.activation_sum = torch.zeros(n, dtype=torch.float64)
         self.histogram = torch.zeros((n, bins), dtype=torch.long)
@@ -270,74 +273,108 @@ class _RunningTop:
     def add(self, first: int, tokens: Tensor, acts: Tensor, positions: Tensor) -> None:
         """Fold in sequences ``first..`` : ``tokens [batch seq_len]``, ``acts [batch stored_pos feature]``."""
         batch, n_stored, n = acts.shape
-        acts = acts.double()  # exact for every dictionary dtype, so ranking is on the true values
+        if acts.dtype in (torch.float16, torch.bfloat16):
+            acts = acts.float()  # exact; half-precision comparisons are slow on CPU
         flat = acts.reshape(batch * n_stored, n)
-        firing = flat > self.min_activation
-        self._add_to_histogram(flat, firing)
-        ranked = flat.masked_fill(~firing, -math.inf)
-        values, rows = _top_rows(ranked, self.k)
+        # Only the (usually few) firing entries are listed; everything after this line works on them.
+        rows, features = (flat > self.min_activation).nonzero().unbind(1)
+        values = flat[rows, features].double()
+        self._add_to_histogram(features, values)
+        rank, rows, features, values = self._candidates(rows, features, values)
         b, p = rows // n_stored, rows % n_stored
         center = positions[p]
-        token_pos = center[..., None] + self.offsets  # [k feature window]
-        inside = (token_pos >= 0) & (token_pos < tokens.shape[1])
-        clamped = token_pos.clamp(0, tokens.shape[1] - 1)
-        per_token = torch.full((batch, tokens.shape[1], n), math.nan, dtype=torch.float64)
-        per_token[:, positions] = acts
-        window_tokens = tokens[b[..., None], clamped].masked_fill(~inside, -1)
-        window_acts = per_token[b[..., None], clamped, torch.arange(n)[None, :, None]].masked_fill(~inside, math.nan)
-        self._merge(values, first + b, center, window_tokens, window_acts)
+        window_tokens, window_acts = self._windows(tokens, acts, positions, b, center, features)
+        self._merge(rank, features, values, first + b, center, window_tokens, window_acts)
 
-    def _merge(self, values: Tensor, sequences: Tensor, positions: Tensor, window_tokens: Tensor, window_acts: Tensor) -> None:
+    def _candidates(self, rows: Tensor, features: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The firing entries that can enter the top-k, with their rank among this batch's entries of
+        the same feature (value desc, row asc). Only entries above the running k-th value can enter,
+        so after the first batches few are sorted."""
+        beats = values > self.values[-1][features]  # strictly: a tie with an earlier entry loses to it
+        rows, features, values = rows[beats], features[beats], values[beats]
+        # ``nonzero`` listed them by row; two stable sorts group them by feature, value desc, row asc.
+        order = values.sort(descending=True, stable=True).indices
+        order = order[features[order].sort(stable=True).indices]
+        rows, features, values = rows[order], features[order], values[order]
+        counts = torch.bincount(features, minlength=self.values.shape[1])
+        rank = torch.arange(features.numel()) - (counts.cumsum(0) - counts)[features]
+        kept = rank < self.k
+        return rank[kept], rows[kept], features[kept], values[kept]
+
+    def _windows(self, tokens: Tensor, acts: Tensor, positions: Tensor, b: Tensor, center: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
+        """``[entry window]`` token ids (-1 outside the sequence) and the feature's activations there (nan where not stored)."""
+        seq_len, n_stored = tokens.shape[1], positions.numel()
+        token_pos = center[:, None] + self.offsets
+        inside = (token_pos >= 0) & (token_pos < seq_len)
+        clamped = token_pos.clamp(0, seq_len - 1)
+        stored_index = torch.full((seq_len,), -1, dtype=torch.long)
+        stored_index[positions] = torch.arange(n_stored)
+        window_stored = stored_index[clamped]  # -1 where the store kept no activation for that token
+        in_batch = b[:, None].expand_as(clamped)
+        window_tokens = tokens[in_batch, clamped].masked_fill(~inside, -1)
+        window_acts = acts[in_batch, window_stored.clamp(min=0), features[:, None].expand_as(clamped)].double()
+        return window_tokens, window_acts.masked_fill(~(inside & (window_stored >= 0)), math.nan)
+
+    def _merge(self, rank: Tensor, features: Tensor, values: Tensor, sequences: Tensor, positions: Tensor, window_tokens: Tensor, window_acts: Tensor) -> None:
+        """Merge the new entries into the running top-k of the features they belong to (only those)."""
+        touched, column = torch.unique(features, return_inverse=True)
+        if touched.numel() == 0:
+            return
+        k, width = self.k, self.offsets.numel()
+
+        def new(fill, dtype, source, *extra):
+            part = torch.full((k, touched.numel(), *extra), fill, dtype=dtype)
+            part[rank, column] = source
+            return part
+
         # The running entries all come from earlier sequences than the new ones, and each part is
-        # already in (value desc, index asc) order, so a stable sort keeps ties earliest first.
-        values = torch.cat([self.values, values])
-        order = values.sort(dim=0, descending=True, stable=True).indices[: self.k]
-        self.values = values.gather(0, order)
-        self.sequences = torch.cat([self.sequences, sequences]).gather(0, order)
-        self.positions = torch.cat([self.positions, positions]).gather(0, order)
-        expanded = order[..., None].expand(-1, -1, self.offsets.numel())
-        self.window_tokens = torch.cat([self.window_tokens, window_tokens]).gather(0, expanded)
-        self.window_acts = torch.cat([self.window_acts, window_acts]).gather(0, expanded)
+        # already in (value desc, sequence, position) order, so a stable sort keeps ties earliest first.
+        merged_values = torch.cat([self.values[:, touched], new(-math.inf, torch.float64, values)])
+        order = merged_values.sort(dim=0, descending=True, stable=True).indices[:k]
+        self.values[:, touched] = merged_values.gather(0, order)
+        self.sequences[:, touched] = torch.cat([self.sequences[:, touched], new(-1, torch.long, sequences)]).gather(0, order)
+        self.positions[:, touched] = torch.cat([self.positions[:, touched], new(-1, torch.long, positions)]).gather(0, order)
+        expanded = order[..., None].expand(-1, -1, width)
+        merged_tokens = torch.cat([self.window_tokens[:, touched], new(-1, torch.long, window_tokens, width)])
+        self.window_tokens[:, touched] = merged_tokens.gather(0, expanded)
+        merged_acts = torch.cat([self.window_acts[:, touched], new(math.nan, torch.float64, window_acts, width)])
+        self.window_acts[:, touched] = merged_acts.gather(0, expanded)
 
-    def _add_to_histogram(self, flat: Tensor, firing: Tensor) -> None:
-        self.n_firing += firing.sum(0)
-        self.activation_sum += flat.where(firing, 0.0).sum(0)
-        chunk_max = flat.where(firing, 0.0).amax(0)
-        fired = chunk_max > 0
+    def _add_to_histogram(self, features: Tensor, values: Tensor) -> None:
+        """Count the firing activations ``values`` (float64) of ``features`` (indices into this result's rows)."""
+        n = self.n_firing.numel()
+        self.n_firing += torch.bincount(features, minlength=n)
+        self.activation_sum.index_add_(0, features, values)
+        chunk_max = torch.zeros(n, dtype=torch.float64).scatter_reduce_(0, features, values, "amax")
         # Smallest power of two with max < width * bins: frexp gives max / bins = m * 2**e, m in [0.5, 1).
-        needed = torch.where(fired, torch.ldexp(torch.ones_like(chunk_max), torch.frexp(chunk_max / self.bins).exponent), 0.0)
+        exponent = torch.frexp(chunk_max / self.bins).exponent
+        needed = torch.where(chunk_max > 0, torch.ldexp(torch.ones_like(chunk_max), exponent), 0.0)
         grow = needed > self.bin_width
         if bool(grow.any()):
             # Widening by a power of two maps old bin i into new bin floor(i / factor): exact merging.
             factor = torch.where(self.bin_width > 0, needed / self.bin_width, math.inf)[grow]
             target = torch.floor(torch.arange(self.bins, dtype=torch.float64) / factor[:, None]).long()
-            merged = torch.zeros_like(self.histogram[grow]).scatter_add_(1, target, self.histogram[grow])
-            self.histogram[grow] = merged
+            self.histogram[grow] = torch.zeros_like(self.histogram[grow]).scatter_add_(1, target, self.histogram[grow])
             self.bin_width = torch.where(grow, needed, self.bin_width)
-        feature_index = torch.arange(flat.shape[1]).expand_as(flat)[firing]
-        bin_index = torch.floor(flat[firing] / self.bin_width[feature_index]).long()  # exact: widths are powers of two
+        bin_index = torch.floor(values / self.bin_width[features]).long()  # exact: widths are powers of two
         assert bool((bin_index < self.bins).all()), "the width covers every activation by construction"
-        flat_bins = feature_index * self.bins + bin_index
-        self.histogram += torch.bincount(flat_bins, minlength=self.histogram.numel()).reshape(self.histogram.shape)
+        self.histogram += torch.bincount(features * self.bins + bin_index, minlength=n * self.bins).reshape(n, self.bins)
 
     def result(self, hook: str, n_tokens: int) -> FeatureActivations:
-        have = self.values.shape[0]  # below k when the whole source held fewer positions
-        found = torch.isfinite(self.values)  # -inf: an entry that never fired
+        empty = torch.isinf(self.values)  # a slot no firing activation filled
 
         def by_feature(tensor: Tensor, fill: float) -> Tensor:
-            out = torch.full((self.k, *tensor.shape[1:]), fill, dtype=tensor.dtype)
-            mask = found.reshape(found.shape + (1,) * (tensor.ndim - 2))
-            out[:have] = torch.where(mask, tensor, torch.tensor(fill, dtype=tensor.dtype))
-            return out.transpose(0, 1).contiguous()
+            mask = empty.reshape(empty.shape + (1,) * (tensor.ndim - 2))
+            return tensor.masked_fill(mask, fill).transpose(0, 1).contiguous()
 
         return FeatureActivations(
             hook_name=hook,
             features=self.features.clone(),
-            values=by_feature(self.values.float(), math.nan),
+            values=by_feature(self.values, math.nan).float(),
             sequences=by_feature(self.sequences, -1),
             positions=by_feature(self.positions, -1),
             window_tokens=by_feature(self.window_tokens, -1),
-            window_activations=by_feature(self.window_acts.float(), math.nan),
+            window_activations=by_feature(self.window_acts, math.nan).float(),
             before=self.before,
             n_tokens=n_tokens,
             n_firing=self.n_firing.clone(),
@@ -346,20 +383,3 @@ class _RunningTop:
             bin_width=self.bin_width.clone(),
             min_activation=self.min_activation,
         )
-
-
-def _top_rows(ranked: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The ``k`` largest entries of each column of ``ranked [row feature]`` and their rows, in (value
-    desc, row asc) order: exact under ties, which ``topk`` alone breaks arbitrarily."""
-    k = min(k, ranked.shape[0])
-    values, rows = ranked.topk(k, dim=0)  # the values are exact; only which of equal entries is not
-    threshold = values[-1]
-    crowded = ((ranked >= threshold).sum(0) > k) & torch.isfinite(threshold)
-    if bool(crowded.any()):  # ties at the cut: a stable sort keeps the earliest rows
-        columns = crowded.nonzero().squeeze(1)
-        exact = ranked[:, columns].sort(dim=0, descending=True, stable=True)
-        values[:, columns], rows[:, columns] = exact.values[:k], exact.indices[:k]
-    rows, order = rows.sort(dim=0)
-    values = values.gather(0, order)
-    values, order = values.sort(dim=0, descending=True, stable=True)
-    return values, rows.gather(0, order)

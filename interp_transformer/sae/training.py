@@ -41,7 +41,7 @@ def train_sae(
     config: SAEConfig | None = None,
     *,
     d_sae: int | None = None,
-    architecture: str = "topk",
+    architecture: str | None = None,
     k: int | None = None,
     start_from: SparseAutoencoder | None = None,
     device: str | torch.device | None = None,
@@ -53,8 +53,8 @@ def train_sae(
 ) -> SparseAutoencoder:
     """Train an SAE on ``hook``'s activations in ``store`` (a folder written by ``cache_dataset``).
 
-    The dictionary is ``config`` or, without one, ``d_sae`` features of ``architecture`` (``k`` for
-    the TopK kinds), initialised from ``seed`` with ``b_dec`` at the first batch's mean; or training
+    The dictionary is ``config`` or, without one, ``d_sae`` features of ``architecture`` (default
+    ``"topk"``; ``k`` for the TopK kinds), initialised from ``seed`` with ``b_dec`` at the first batch's mean; or training
     continues from a copy of ``start_from``'s weights (the argument itself is left unchanged). ``settings`` are ``TrainingSettings`` fields (steps, batch_size, lr, ...).
     With ``checkpoint_dir`` the state is saved there every ``checkpoint_every`` steps and at the end;
     ``resume=True`` continues from it. ``log`` receives the metrics every ``log_every`` steps:
@@ -68,8 +68,8 @@ def train_sae(
     if start_from is not None:
         if not isinstance(start_from, SparseAutoencoder):
             raise TypeError(f"start_from must be a SparseAutoencoder, got {type(start_from).__name__}")
-        if config is not None or d_sae is not None or k is not None:
-            raise ValueError("pass either start_from or config/d_sae/k: start_from already fixes the dictionary")
+        if config is not None or d_sae is not None or architecture is not None or k is not None:
+            raise ValueError("pass either start_from or config/d_sae/architecture/k: start_from already fixes the dictionary")
         config = start_from.cfg
     cfg = dictionary_config(config, d_sae, architecture, k, hook, stream.d_in, store)
     stream.dtype = cfg.dtype
@@ -92,16 +92,16 @@ def train_sae(
     return sae
 
 
-def dictionary_config(config: SAEConfig | None, d_sae: int | None, architecture: str, k: int | None, hook: str, d_in: int, store: ActivationStore) -> SAEConfig:
+def dictionary_config(config: SAEConfig | None, d_sae: int | None, architecture: str | None, k: int | None, hook: str, d_in: int, store: ActivationStore) -> SAEConfig:
     """The SAE to train: ``config`` checked against the hook, or one built from ``d_sae``/``architecture``/``k``."""
     if config is None:
         if d_sae is None:
             raise ValueError(f"pass d_sae (the number of features; e.g. {8 * d_in} for 8x the hook's width {d_in}) or a config")
-        config = SAEConfig(d_in=d_in, d_sae=d_sae, architecture=architecture, k=k, hook_name=hook, model_name=store.manifest["settings"]["model"]["name"])
+        config = SAEConfig(d_in=d_in, d_sae=d_sae, architecture=architecture or "topk", k=k, hook_name=hook, model_name=store.manifest["settings"]["model"]["name"])
     elif not isinstance(config, SAEConfig):
         raise TypeError(f"config must be an SAEConfig, got {type(config).__name__}")
-    elif d_sae is not None or k is not None:
-        raise ValueError("pass either config or d_sae/architecture/k, not both")
+    elif d_sae is not None or architecture is not None or k is not None:
+        raise ValueError("pass either config or d_sae/architecture/k, not both: the config already fixes them")
     if config.is_transcoder:
         raise ValueError("train_sae trains SAEs (one hook in, the same hook out); the config describes a transcoder (hook_name_out/d_out set)")
     if config.architecture not in TRAINABLE_ARCHITECTURES:

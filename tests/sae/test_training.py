@@ -80,6 +80,8 @@ def test_bad_input_names_what_to_change(store, tmp_path):
         train_sae(store, RESID, SAEConfig(d_in=32, d_sae=64))
     with pytest.raises(ValueError, match="the config reads 'blocks.0.hook_attn_out' but training reads"):
         train_sae(store, RESID, SAEConfig(d_in=64, d_sae=64, hook_name="blocks.0.hook_attn_out"))
+    with pytest.raises(ValueError, match="pass either config or d_sae/architecture/k, not both"):
+        train_sae(store, RESID, SAEConfig(d_in=64, d_sae=64), architecture="standard")
     with pytest.raises(ValueError, match=r"pass d_sae .*e.g. 512"):
         train_sae(store, RESID, k=4)
     with pytest.raises(ValueError, match=r"'jumprelu' is not supported; use one of \['standard', 'topk', 'batchtopk'\]"):

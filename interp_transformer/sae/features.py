@@ -5,9 +5,10 @@ feature's largest activations), ``window`` (the tokens around an activation: ``b
 the activating token, ``after`` tokens), ``bin`` (a histogram bin).
 
 One pass, bounded memory: sequences are read ``batch_size`` at a time and folded into a running
-top-k per feature, so memory holds one batch's feature activations plus ``k x feature x window``
-entries, whatever the size of the store. Ties are broken deterministically: equal activations
-rank by (sequence, position), earliest first, so the result does not depend on ``batch_size``.
+top-k per feature, so memory holds one batch's feature activations (``batch_size x pos x d_sae``,
+plus 16 bytes per firing entry) and the running state (``k x feature x window x 16`` bytes), whatever
+the size of the store. Ties are broken deterministically: equal activations rank by (sequence,
+stored position), earliest first, so the result does not depend on ``batch_size``.
 
 The histogram needs no second pass: each feature's bins have a power-of-two width, and when a
 larger activation arrives the width doubles and neighbouring bins merge, which is exact; the

@@ -174,3 +174,14 @@ def test_head_axis_hooks_are_flattened_as_saelens_does_for_hook_z(model, tokens,
         got = as_rows(found, feature)
         assert [r[1:4] for r in got] == [r[1:4] for r in expected[feature]]
         assert [r[0] for r in got] == pytest.approx([r[0] for r in expected[feature]], rel=1e-5)
+
+
+def test_a_bfloat16_store_gives_the_same_contexts(model, tokens, store_path, sae, tmp_path) -> None:
+    # The quantized embeddings are exact in bfloat16, so the half-size store must rank identically.
+    out = tmp_path / "bf16"
+    cache_dataset(model, tokens, [HOOK], out, dtype="bfloat16", progress=False)
+    assert ActivationStore(out)[0][HOOK].dtype == torch.bfloat16
+    half = top_activating_contexts(out, sae, k=5, batch_size=4, progress=False)
+    full = top_activating_contexts(store_path, sae, k=5, batch_size=4, progress=False)
+    for name in ("values", "sequences", "positions", "window_tokens", "histogram", "bin_width"):
+        assert torch.equal(getattr(half, name).nan_to_num(-7), getattr(full, name).nan_to_num(-7)), f"{name} differs for a bfloat16 store"

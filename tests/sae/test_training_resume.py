@@ -72,3 +72,32 @@ def test_resuming_refuses_what_would_change_the_result(store, tmp_path):
         train_sae(store, RESID, steps=4, checkpoint_dir=tmp_path / "run", resume=True, **SETTINGS)
     fresh = train_sae(store, RESID, steps=2, checkpoint_dir=tmp_path / "new", resume=True, **SETTINGS)
     assert (tmp_path / "new" / CHECKPOINT_FILE).is_file() and fresh is not None, "resume=True with no checkpoint yet starts a new run"
+
+
+KILLED_RUN = """
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+from interp_transformer.sae.training import train_sae
+
+def log(metrics):
+    if metrics["step"] == 10:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally blocks: what a crash or an OOM kill leaves
+
+train_sae(sys.argv[1], {hook!r}, steps=14, checkpoint_dir=sys.argv[2], checkpoint_every=4, log=log, **{settings!r})
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_process_resumes_to_the_uninterrupted_result(store, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_RUN.format(hook=RESID, settings=SETTINGS))
+    child = subprocess.run([sys.executable, str(script), str(store.path), str(tmp_path / "cut")], capture_output=True, text=True, timeout=120)
+    assert child.returncode == -9, f"the child should have been killed at step 10:\n{child.stderr[-2000:]}"
+    assert load_file(tmp_path / "cut" / CHECKPOINT_FILE)["adam.W_enc.step"].item() == 8
+    resumed = train_sae(store, RESID, steps=14, checkpoint_dir=tmp_path / "cut", checkpoint_every=4, resume=True, **SETTINGS)
+    whole = train_sae(store, RESID, steps=14, **SETTINGS)
+    assert not _same(whole.state_dict(), resumed.state_dict()), "a run killed with SIGKILL and resumed must end where an uninterrupted run ends"

@@ -45,6 +45,34 @@ def model(cfg: TransformerConfig) -> HookedTransformer:
     return HookedTransformer(cfg).eval()
 
 
+@pytest.fixture(scope="session")
+def shared_tiny_model() -> HookedTransformer:
+    """``tiny_config()``'s random model built once per session, for tests that only read it.
+
+    Tests that change weights, dtype or device, or leave hooks on, take the function-scoped ``model``.
+    Teardown checks that nobody did: a shared model that changed would make later tests depend on order.
+    """
+    shared = HookedTransformer(tiny_config()).eval()
+    before = {name: tensor.clone() for name, tensor in shared.state_dict().items()}
+    yield shared
+    changed = [name for name, tensor in shared.state_dict().items() if not torch.equal(tensor, before[name])]
+    assert not changed, f"a test changed the session-wide shared_tiny_model ({changed[:3]}); use the `model` fixture"
+    assert not any(point.has_hooks() for point in shared.hook_dict.values()), "a test left hooks on shared_tiny_model"
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Callable[[str], HookedTransformer]:
+    """Factory: ``embedded_model("ioi-mini")`` loads each embedded model once per session (read it, do not change it)."""
+    loaded: dict[str, HookedTransformer] = {}
+
+    def load(name: str) -> HookedTransformer:
+        if name not in loaded:
+            loaded[name] = HookedTransformer.from_pretrained(name).eval()
+        return loaded[name]
+
+    return load
+
+
 @pytest.fixture
 def tokens(cfg: TransformerConfig) -> torch.Tensor:
     return torch.randint(0, cfg.d_vocab, (3, 12), generator=torch.Generator().manual_seed(1))

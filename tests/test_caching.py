@@ -82,7 +82,8 @@ def test_hooks_are_removed_when_the_forward_fails_and_existing_hooks_survive(mod
     assert attached == {"hook_embed": 1}, f"after a failed run the hooks left are {attached}; only the user's hook should remain"
 
 
-def test_device_moves_each_activation_as_it_is_captured(model, tokens):
+def test_device_moves_each_activation_as_it_is_captured(shared_tiny_model, tokens):
+    model = shared_tiny_model  # only read: built once per session
     _, cache = model.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_post", "blocks.0.attn.hook_q"], device="meta")
     assert {value.device.type for value in cache.values()} == {"meta"}
     assert cache["blocks.0.attn.hook_q"].shape == (3, 12, 4, 8)
@@ -99,7 +100,8 @@ def test_remove_batch_dim(model, tokens):
 
 
 @pytest.mark.parametrize("pos_slice", [-1, (2, 7), [0, 5, 11], slice(None, None, 3)], ids=["int", "tuple", "list", "slice"])
-def test_pos_slice_keeps_the_same_positions_on_every_kind_of_activation(model, tokens, pos_slice):
+def test_pos_slice_keeps_the_same_positions_on_every_kind_of_activation(shared_tiny_model, tokens, pos_slice):
+    model = shared_tiny_model  # only read: built once per session
     _, full = model.run_with_cache(tokens)
     _, cache = model.run_with_cache(tokens, pos_slice=pos_slice)
     index = torch.tensor(pos_slice) if isinstance(pos_slice, list) else pos_slice
@@ -177,12 +179,14 @@ def test_incl_bwd_errors(model, tokens):
     assert not any(point.has_hooks() for point in model.hook_dict.values())
 
 
-def test_return_cache_object_false_gives_a_plain_dict(model, tokens):
+def test_return_cache_object_false_gives_a_plain_dict(shared_tiny_model, tokens):
+    model = shared_tiny_model  # only read: built once per session
     _, cache = model.run_with_cache(tokens, names_filter="hook_embed", return_cache_object=False)
     assert type(cache) is dict and list(cache) == ["hook_embed"]
 
 
-def test_bad_pos_slice_fails_before_the_forward(model, tokens):
+def test_bad_pos_slice_fails_before_the_forward(shared_tiny_model, tokens):
+    model = shared_tiny_model  # only read: built once per session
     with pytest.raises(TypeError, match="a slice must be"):
         model.run_with_cache(tokens, pos_slice=1.5)
     with pytest.raises(ValueError, match=r"pos_slice=\[0, 40\] does not fit hook_embed, which has 12 positions"):

@@ -199,3 +199,11 @@ def test_a_hook_z_folder_reads_heads_flattened(tmp_path):
         assert sae(z).shape == z.shape, "the reconstruction of a hook_z activation keeps its head axes"
     sae.save(tmp_path / "again")
     assert json.loads((tmp_path / "again" / "cfg.json").read_text())["reshape_activations"] == "hook_z"
+
+
+def test_load_casts_to_the_asked_dtype_and_a_transcoder_load_refuses_an_sae(tmp_path):
+    folder = write_folder(tmp_path / "sae", saelens6_cfg(), weights())
+    sae = SparseAutoencoder.load(folder, dtype=torch.float64)
+    assert sae.W_enc.dtype == torch.float64 and sae.cfg.dtype == torch.float64
+    with pytest.raises(ValueError, match="holds an SAE, not a Transcoder"):
+        Transcoder.load(folder)

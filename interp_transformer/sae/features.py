@@ -50,7 +50,7 @@ class ActivatingContext:
     center: int  # index in ``tokens`` of the activating token
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no single truth value: compare fields with torch.equal
 class FeatureActivations:
     """What one pass found for each analysed feature. Rows follow ``features``; missing entries
     (a feature that fired fewer than ``k`` times) have value nan, sequence/position/tokens -1."""

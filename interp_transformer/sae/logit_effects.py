@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 RESIDUAL_WRITERS = ("hook_embed", "hook_pos_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no single truth value: compare fields with torch.equal
 class LogitEffects:
     """Each feature's ``k`` most promoted and most suppressed tokens. Rows follow ``features``."""
 

@@ -200,10 +200,15 @@ def top_activating_contexts_in_corpus(
         def keep(activation: Tensor, hook) -> None:
             caught["acts"] = activation.detach()
 
+        # Blocks after the hook's are not run (nor the unembedding, the largest matmul).
+        stop_at_layer = int(hook.split(".")[1]) + 1 if hook.startswith("blocks.") else None
         with torch.inference_mode(), model.hooks(fwd_hooks=[(hook, keep)]):
             for start in range(0, n_sequences, batch_size):
                 batch = tokens[start : start + batch_size].long()
-                model(batch.to(model.device), return_type=None)
+                if stop_at_layer is None:
+                    model(batch.to(model.device), return_type=None)
+                else:
+                    model(batch.to(model.device), stop_at_layer=stop_at_layer)
                 yield batch, caught.pop("acts").reshape(batch.shape[0], seq_len, -1)
 
     return _one_pass(batches(), n_sequences, seq_len, torch.arange(seq_len), sae, hook, k, features, window, bins, min_activation, progress)

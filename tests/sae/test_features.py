@@ -38,7 +38,7 @@ def tokens():
 @pytest.fixture(scope="module")
 def store_path(model, tokens, tmp_path_factory):
     out = tmp_path_factory.mktemp("store") / "acts"
-    cache_dataset(model, tokens, [HOOK, "blocks.1.hook_resid_post"], out, progress=False, sequences_per_shard=4)
+    cache_dataset(model, tokens, [HOOK, "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], out, progress=False, sequences_per_shard=4)
     return out
 
 
@@ -151,8 +151,8 @@ def test_a_position_sliced_store_maps_stored_positions_to_tokens(model, tokens, 
     assert set(found.positions[found.positions >= 0].tolist()) <= set(kept)
 
 
-def test_running_the_model_on_tokens_equals_reading_the_store(model, tokens, store_path) -> None:
-    hook = "blocks.1.hook_resid_post"
+@pytest.mark.parametrize("hook", [HOOK, "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
+def test_running_the_model_on_tokens_equals_reading_the_store(model, tokens, store_path, hook) -> None:
     sae = quantized_sae(model.cfg.d_model, hook, seed=8)
     from_store = top_activating_contexts(store_path, sae, k=4, batch_size=5, progress=False)
     from_model = top_activating_contexts_in_corpus(model, tokens, sae, k=4, batch_size=2, progress=False)

@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--splice-shape", default="8x128", help="splice: BATCHxPOS of the token batch")
     parser.add_argument("--splice-n-layers", type=int, default=12, help="splice: layers of the GPT-2-small-shaped random model")
     parser.add_argument("--splice-expansion", type=int, default=8, help="splice: d_sae = expansion x d_model")
+    parser.add_argument("--splice-clock", choices=("wall", "cpu"), default="wall",
+                        help="splice: wall time, or this process's CPU time (steadier on a loaded machine; use with --threads 1)")
     # train section
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32", help="train: bfloat16 autocasts both loops")
     parser.add_argument("--d-in", type=int, default=256, help="train: width of the cached residual stream (the random model's d_model)")
@@ -58,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--sections {sorted(unknown)} unknown; choose from {SECTIONS}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda given but torch.cuda.is_available() is False")
+    if args.splice_clock == "cpu" and (args.threads != 1 or args.device == "cuda"):
+        parser.error("--splice-clock cpu measures this process's CPU work and needs --device cpu --threads 1")
     return args
 
 
@@ -66,17 +70,23 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(candidates: dict[str, Callable[[], Any]], rounds: int, device: str) -> dict[str, list[float]]:
-    """Seconds per call of each candidate, one call each per round, after one untimed warm-up round."""
+def interleaved(
+    candidates: dict[str, Callable[[], Any]], rounds: int, device: str, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate, one call each per round, after one untimed warm-up round.
+
+    ``clock=time.process_time`` (with one thread) counts this process's CPU time only, so time spent
+    descheduled by other processes on a loaded machine does not land on whichever candidate was running.
+    """
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for round_index in range(rounds + 1):
         for name, fn in candidates.items():
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             synchronize(device)
             if round_index:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return times
 
 
@@ -116,9 +126,11 @@ def run_splice_section(args: argparse.Namespace) -> None:
              "spliced + error, features cached": spliced_with_error_caching_features},
             args.rounds,
             args.device,
+            clock=time.process_time if args.splice_clock == "cpu" else time.perf_counter,
         )
     print(f"## splice: GPT-2-small-shaped random model ({cfg.n_layers} layers, d_model {cfg.d_model}), SAE d_sae={sae.cfg.d_sae} "
-          f"at {hook}, tokens {batch}x{pos}, {args.device} float32, {args.rounds} rounds (target spliced / plain <= 1.2)")
+          f"at {hook}, tokens {batch}x{pos}, {args.device} float32, {args.rounds} rounds, {args.splice_clock} clock "
+          "(target spliced / plain <= 1.2)")
     print("| candidate | median ms | / plain forward (median, per-round min..max) |")
     print("|---|---|---|")
     for name, values in times.items():

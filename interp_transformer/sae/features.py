@@ -18,9 +18,10 @@ final width is the smallest power of two with ``max_activation < width * bins``.
 from __future__ import annotations
 
 import math
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Generator, Sequence
 
 import torch
 from torch import Tensor
@@ -159,7 +160,7 @@ def top_activating_contexts(
     _check_width(sae, hook, width_shape, f"the store at {store.path}")
     check_count("batch_size", batch_size)
 
-    def batches() -> Iterator[tuple[Tensor, Tensor]]:
+    def batches() -> Generator[tuple[Tensor, Tensor], None, None]:
         for batch in store.iter_batches(batch_size):
             yield batch["tokens"], batch[hook].reshape(batch["tokens"].shape[0], positions.numel(), -1)
 
@@ -194,7 +195,7 @@ def top_activating_contexts_in_corpus(
     _check_width(sae, hook, concrete_shape(table[hook], model.cfg, 1, seq_len)[2:], "the model")
     check_count("batch_size", batch_size)
 
-    def batches() -> Iterator[tuple[Tensor, Tensor]]:
+    def batches() -> Generator[tuple[Tensor, Tensor], None, None]:
         caught: dict[str, Tensor] = {}
 
         def keep(activation: Tensor, hook) -> None:
@@ -224,7 +225,7 @@ def _check_width(sae: SparseAutoencoder, hook: str, width_shape: tuple[int, ...]
 
 
 def _one_pass(
-    batches: Iterator[tuple[Tensor, Tensor]],
+    batches: Generator[tuple[Tensor, Tensor], None, None],
     n_sequences: int,
     seq_len: int,
     positions: Tensor,
@@ -245,7 +246,8 @@ def _one_pass(
     selected = check_features(features, sae.cfg.d_sae)
     running = _RunningTop(selected, k, before, after, bins, float(min_activation))
     first = 0
-    with torch.inference_mode(), tqdm(total=n_sequences, unit="seq", desc="feature contexts", disable=not progress) as bar:
+    # closing(): on an error the batch generator exits at once, removing any hooks it put on a model.
+    with torch.inference_mode(), closing(batches), tqdm(total=n_sequences, unit="seq", desc="feature contexts", disable=not progress) as bar:
         for tokens, acts in batches:
             feature_acts = sae.encode(acts.to(device=sae.device, dtype=sae.dtype))
             if selected.numel() != sae.cfg.d_sae or not bool((selected == torch.arange(sae.cfg.d_sae)).all()):

@@ -131,3 +131,19 @@ def test_a_feature_missing_from_a_result(store_path, model, sae) -> None:
         found.contexts(5)
     with pytest.raises(KeyError, match=r"feature 0 has no logit effects here; this result holds \[4\]"):
         logit_effects(model, sae, features=[4], k=2).row(0)
+
+
+def test_nan_activations_stop_the_pass_and_leave_no_hooks_on_the_model(store_path, model) -> None:
+    broken = quantized_sae(model.cfg.d_model, HOOK)
+    with torch.no_grad():
+        broken.b_enc[2] = float("nan")
+    with pytest.raises(ValueError, match=r"activations on sequences 0..1 hold NaN"):
+        top_activating_contexts(store_path, broken, batch_size=2, progress=False)
+    kept = None
+    try:  # keep the exception (and so its traceback's frames) alive, as a debugger or notebook does
+        top_activating_contexts_in_corpus(model, corpus_tokens()[:4], broken, batch_size=2, progress=False)
+    except ValueError as error:
+        kept = error
+    hooked = [name for name, point in model.hook_dict.items() if point.has_hooks()]
+    assert hooked == [], f"the failed pass left hooks on {hooked}"
+    assert kept is not None and "activations on sequences 0..1 hold NaN" in str(kept), "NaN activations must raise"

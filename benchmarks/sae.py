@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=32, help="train: TopK's k")
     parser.add_argument("--batch-size", type=int, default=1024, help="train: rows per step")
     parser.add_argument("--steps", type=int, default=20, help="train: steps per timed round")
+    parser.add_argument("--train-clock", choices=("wall", "cpu"), default="wall",
+                        help="train: wall time, or this process's CPU time (steadier on a loaded machine; use with --threads 1)")
     args = parser.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = set(args.sections) - set(SECTIONS)
@@ -190,11 +192,12 @@ def run_train_section(args: argparse.Namespace) -> None:
             },
             args.rounds,
             args.device,
+            clock=time.process_time if args.train_clock == "cpu" else time.perf_counter,
         )
     tokens = args.steps * args.batch_size
     median, low, high = ratio_summary(times, "train_sae", "plain loop")
     print(f"## train: TopK SAE d_in={d_in} d_sae={cfg.d_sae} k={args.k}, batch {args.batch_size}, {args.steps} steps per round, "
-          f"{args.device} {args.precision}, {args.rounds} rounds (target train_sae / plain <= 1.5 on the CPU)")
+          f"{args.device} {args.precision}, {args.rounds} rounds, {args.train_clock} clock (target train_sae / plain <= 1.5 on the CPU)")
     print("| candidate | median s / round | tokens / s |")
     print("|---|---|---|")
     for name, values in times.items():

@@ -108,3 +108,44 @@ def test_a_saelens_hook_z_sae_reads_heads_flattened_here_too(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ours.encode(z), theirs.encode(z))
         torch.testing.assert_close(ours(z), theirs(z), msg="a hook_z SAE must give back [... head_index d_head]")
+
+
+@pytest.mark.filterwarnings("ignore:HookedTransformer is deprecated:DeprecationWarning")
+def test_splicing_matches_saelens_hooked_sae_transformer(tmp_path):
+    """The same random GPT-2 in both libraries, the same SAE: same spliced logits, same cache names and features."""
+    import hf_checkpoints
+    from sae_lens import HookedSAETransformer
+    from transformer_lens import loading_from_pretrained as tl_loading
+
+    from interp_transformer import HookedTransformer
+    from interp_transformer.sae import run_with_saes, splice
+
+    directory = tmp_path / "gpt2"
+    hf_model = hf_checkpoints.save_random_checkpoint("gpt2", directory)
+    ours = HookedTransformer.from_pretrained(directory).eval()
+    cfg = tl_loading.get_pretrained_model_config(str(directory), fold_ln=False, device="cpu", dtype=torch.float32)
+    cfg.tokenizer_name = None
+    theirs = HookedSAETransformer(cfg, move_to_device=False)
+    theirs.load_and_process_state_dict(
+        tl_loading.get_pretrained_state_dict(str(directory), cfg, hf_model=hf_model), fold_ln=False,
+        center_writing_weights=False, center_unembed=False, fold_value_biases=False, refactor_factored_attn_matrices=False,
+    )
+    theirs.eval()
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    their_sae = StandardSAE(StandardSAEConfig(d_in=ours.cfg.d_model, d_sae=D_SAE, apply_b_dec_to_input=True))
+    their_sae.cfg.metadata.hook_name = "blocks.1.hook_resid_pre"
+    _randomize(their_sae, seed=5)
+    their_sae.save_model(tmp_path / "sae")
+    our_sae = SparseAutoencoder.load(tmp_path / "sae")
+    tokens = torch.randint(0, 300, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = theirs.run_with_saes(tokens, saes=[their_sae])
+        torch.testing.assert_close(run_with_saes(ours, tokens, saes=our_sae), expected, atol=1e-4, rtol=1e-4)
+        _, their_cache = theirs.run_with_cache_with_saes(tokens, saes=[their_sae], use_error_term=True)
+        with splice(ours, our_sae, include_error=True):
+            _, our_cache = ours.run_with_cache(tokens, names_filter=lambda name: "hook_sae" in name)
+    their_names = {name for name in their_cache.keys() if "hook_sae" in name}
+    assert set(our_cache.keys()) == their_names, f"hook names differ from SAELens's: {sorted(their_names ^ set(our_cache.keys()))}"
+    for name in their_names:
+        torch.testing.assert_close(our_cache[name], their_cache[name], atol=1e-4, rtol=1e-4, msg=f"{name} differs from SAELens")

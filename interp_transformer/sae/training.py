@@ -190,12 +190,13 @@ def _training_step(sae, optimizer, x: Tensor, dead: Tensor, training: TrainingSe
     if sae.cfg.normalize_decoder:
         sae.set_decoder_norm_to_unit_norm()
     with torch.no_grad():
-        fired = (acts > 0).any(0)
+        active = acts > 0
+        fired = active.any(0)
         if team.world_size > 1:
             fired = fired.to(torch.int32)
             dist.all_reduce(fired, op=dist.ReduceOp.MAX)
             fired = fired.bool()
-        window.add(x, error, acts, loss, sparsity, aux)
+        window.add(x, error, active, loss, sparsity, aux)
     return fired
 
 

@@ -27,9 +27,10 @@ class MetricWindow:
         self.sum_x = torch.zeros(self.d_in, dtype=torch.float64, device=self.device)
 
     @torch.no_grad()
-    def add(self, x: Tensor, error: Tensor, acts: Tensor, loss: Tensor, sparsity: Tensor, aux: Tensor) -> None:
+    def add(self, x: Tensor, error: Tensor, active: Tensor, loss: Tensor, sparsity: Tensor, aux: Tensor) -> None:
+        """One step's rows: inputs, ``recons - x``, which features are active (bool), and the step's loss terms."""
         x64 = x.double()
-        values = (x.shape[0], error.double().pow(2).sum(), x64.pow(2).sum(), (acts != 0).sum(), loss.double() * x.shape[0], sparsity.double() * x.shape[0], aux.double() * x.shape[0])
+        values = (x.shape[0], error.double().pow(2).sum(), x64.pow(2).sum(), active.sum(), loss.double() * x.shape[0], sparsity.double() * x.shape[0], aux.double() * x.shape[0])
         self.sums += torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in values])
         self.sum_x += x64.sum(0)
 

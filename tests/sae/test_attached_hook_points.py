@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from interp_transformer import HookedTransformer, HookPoint
 from interp_transformer.hooks import HookedModule

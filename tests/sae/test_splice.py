@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_transformer import HookedTransformer
 from interp_transformer.sae import SAEConfig, SparseAutoencoder, Transcoder, run_with_saes, sae_hook_name, splice
 
 from sae_dense_math import dense_decode, dense_features, perfect_weights

@@ -12,6 +12,7 @@ Views (each displays in Jupyter and has ``.save("file.html")``)::
     vis.layer_pos_heatmap(results, tokens)                # [layer pos]
     vis.layer_head_heatmap(scores)                        # [layer head_index]; zmin=0, zmax=1 fixes the scale
     vis.pos_pos_heatmap(pattern[0, 3], tokens)            # [query_pos key_pos]
+    vis.feature_dashboard(found, feature, logits=effects, vocab=model)  # one SAE feature: contexts, logits, histogram
     vis.combine(view_a, view_b, title="Layer 1").save("report.html")
 
 Unlike calling circuitsvis directly: nothing touches the network (the circuitsvis and plotly
@@ -41,6 +42,7 @@ topk_tokens, 2 layers x 100 tokens x 64 neurons, k=10  26 KB
 layer_head_heatmap 12 x 12                             10 KB
 layer_pos_heatmap 12 x 100 (token labels)              36 KB
 pos_pos_heatmap 100 x 100 (token labels in hover)      280 KB; past 20,000 cells hover shows positions only
+feature_dashboard, 10 contexts x 12 tokens, 10 logits  17 KB (static HTML and SVG, no bundle)
 =====================================================  =========================================
 
 A notebook output holds its own copy of the bundles (a cell cannot rely on an earlier cell's

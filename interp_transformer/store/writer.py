@@ -112,7 +112,7 @@ def per_sequence_shapes(
     shapes = {}
     for name in names:
         full = hook_names.concrete_shape(table[name], model.cfg, 1, seq_len)
-        sliced = slicing.apply_slice(torch.empty(full, device="meta"), pos_slice, position_axis(name))
+        sliced = slicing.apply_slice(torch.empty(full, device="meta"), pos_slice, position_axis(name, model.cfg))
         shapes[name] = tuple(sliced.shape[1:])
     return shapes
 
@@ -194,7 +194,7 @@ def _activations(model: "HookedTransformer", tokens: Tensor, settings: dict[str,
     rows = slice(0, 0)
 
     def copy_into_buffer(activation: Tensor, hook) -> None:
-        kept = slicing.apply_slice(activation, pos_slice, position_axis(hook.name))
+        kept = slicing.apply_slice(activation, pos_slice, position_axis(hook.name, model.cfg))
         buffers[hook.name][rows].copy_(kept)
 
     stop_at_layer = _last_block_needed(model, list(buffers))

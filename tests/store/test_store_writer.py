@@ -249,3 +249,14 @@ def test_stop_at_layer_is_used_when_later_blocks_are_not_needed(model):
     assert writer._last_block_needed(model, ["hook_embed"]) == 0
     assert writer._last_block_needed(model, ["blocks.0.hook_resid_post", "hook_pos_embed"]) == 1
     assert writer._last_block_needed(model, ["ln_final.hook_scale"]) is None
+
+
+def test_pos_slice_cuts_the_position_axis_of_split_qkv_layer_norm_hooks(cfg, corpus, tmp_path):
+    # With use_split_qkv_input, ln1 hooks are [batch pos head_index d_model]: the slice must cut pos, not head_index.
+    model = HookedTransformer(cfg.replace(use_split_qkv_input=True))
+    hook = "blocks.0.ln1.hook_normalized"
+    cache_dataset(model, corpus, [hook], tmp_path, batch_size=8, pos_slice=(1, 3), progress=False)
+    rows = ActivationStore(tmp_path).rows(0, 3)
+    full = model.run_with_cache(corpus[:3], names_filter=[hook])[1][hook]  # [batch pos head_index d_model]
+    assert rows[hook].shape == (3, 2, cfg.n_heads, cfg.d_model), f"sliced the wrong axis: {tuple(rows[hook].shape)}"
+    torch.testing.assert_close(rows[hook], full[:, 1:3], msg="stored rows are not positions 1..2")

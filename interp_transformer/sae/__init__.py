@@ -26,3 +26,4 @@ from interp_transformer.sae.logit_effects import (
     logit_effects as logit_effects,
 )
 from interp_transformer.sae.training import train_sae as train_sae
+from interp_transformer.sae.embedded import embedded_dictionaries as embedded_dictionaries, load_embedded as load_embedded

@@ -1,7 +1,14 @@
-"""Recipe for ``attn-only-2l-induction``: a 2-layer attention-only model trained on sequences with repeats."""
+"""Recipe for ``attn-only-2l-induction``: a 2-layer attention-only model trained on text with repeats of every length.
+
+Each training row is ``<bos>`` and 63 words of Zipf-distributed filler (the natural-ish part: common words
+recur by chance, so a repeated single word is weak evidence) with up to four segments ``x`` of 2-31 uniform
+random words, each copied later in the row right after itself or after a gap of a few words, at random places.
+That covers every ``<bos> prefix x x`` that fits the context, which the evaluation probes length by length.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -18,31 +25,67 @@ from interp_transformer.toy.words import COMMON_WORDS
 
 N_SPECIAL = 3  # <bos> <pad> <unk> come first in the vocabulary
 BOS_ID = 0
-SEQ_LEN = 61
-MIN_REPEAT, MAX_REPEAT = 8, 24  # training repeats are 8-24 words long ...
-MAX_PREFIX = 12  # ... and start after 0-12 random words
+N_CTX = 64
+SEQ_LEN = N_CTX
+MIN_REPEAT, MAX_REPEAT = 2, (N_CTX - 1) // 2  # every len(x) for which <bos> x x fits the context
+REPEAT_TRIES = 4  # segments placed per row (a try is skipped when no free stretch is long enough)
+MAX_GAP = 8  # a copy follows its original directly (half the time) or after 1-8 filler words
+FILLER_ZIPF_EXPONENT = 1.0  # filler word of rank r has probability ~ 1 / r (COMMON_WORDS is in frequency order)
 EVAL_REPEAT_LEN = 20
-# Induction "holds" for a repeat when the repeated copy's loss is below this fraction of the first copy's.
-INDUCTION_HOLDS_BELOW = 0.25
-RANGE_OFFSETS = (0, 6, 12, 20)  # prefix lengths probed for the range: inside the trained 0-12, and beyond
+RATIO_SEQUENCES = 100  # sequences per repeat length and seed in the per-length table
+# The acceptance bar: for every len(x) >= 3 the repeated copy's loss is below this fraction of the first copy's.
+RATIO_BELOW = 0.5
 
 CONFIG = TransformerConfig(
-    d_model=64, n_layers=2, n_heads=4, d_head=16, d_vocab=N_SPECIAL + len(COMMON_WORDS), n_ctx=64,
+    d_model=64, n_layers=2, n_heads=4, d_head=16, d_vocab=N_SPECIAL + len(COMMON_WORDS), n_ctx=N_CTX,
     attn_only=True, normalization_type="LN", positional_embedding_type="shortformer", init_range=0.1, seed=0,
     model_name="attn-only-2l-induction",
 )
 
 
+@functools.cache
+def filler_probabilities() -> Tensor:
+    """Zipf's law over the ordinary words, most common first."""
+    ranks = torch.arange(1, CONFIG.d_vocab - N_SPECIAL + 1, dtype=torch.float64)
+    weights = ranks.pow(-FILLER_ZIPF_EXPONENT)
+    return weights / weights.sum()
+
+
 def sample_batch(generator: torch.Generator, batch_size: int) -> Batch:
-    """``<bos>`` + a random prefix of 0-12 words + ``x x`` + random words to fill, ``len(x)`` in [8, 24]."""
-    tokens = torch.randint(N_SPECIAL, CONFIG.d_vocab, (batch_size, SEQ_LEN), generator=generator)
+    """Zipf filler with up to ``REPEAT_TRIES`` uniform-random segments of 2-31 words, each repeated later in the row."""
+    tokens = torch.multinomial(filler_probabilities().expand(batch_size, -1), SEQ_LEN, replacement=True,
+                               generator=generator) + N_SPECIAL
     tokens[:, 0] = BOS_ID
-    lengths = torch.randint(MIN_REPEAT, MAX_REPEAT + 1, (batch_size,), generator=generator)
-    offsets = torch.randint(0, MAX_PREFIX + 1, (batch_size,), generator=generator)
-    for row, (length, offset) in enumerate(zip(lengths.tolist(), offsets.tolist())):
-        start = 1 + offset
-        tokens[row, start + length : start + 2 * length] = tokens[row, start : start + length]
+    segments = torch.randint(N_SPECIAL, CONFIG.d_vocab, (batch_size, SEQ_LEN), generator=generator)
+    lengths = torch.randint(MIN_REPEAT, MAX_REPEAT + 1, (batch_size, REPEAT_TRIES), generator=generator)
+    gaps = torch.randint(1, MAX_GAP + 1, (batch_size, REPEAT_TRIES), generator=generator)
+    adjacent = torch.rand(batch_size, REPEAT_TRIES, generator=generator) < 0.5
+    gaps = gaps.masked_fill(adjacent, 0)
+    picks = torch.rand(batch_size, REPEAT_TRIES, generator=generator)
+    for row in range(batch_size):
+        free = [(1, SEQ_LEN)]  # half-open stretches of filler not yet used by a segment or its copy
+        for length, gap, pick in zip(lengths[row].tolist(), gaps[row].tolist(), picks[row].tolist()):
+            placed = _place(free, 2 * length + gap, pick)
+            if placed is None:
+                continue
+            start, stretch = placed
+            x = segments[row, start : start + length]
+            tokens[row, start : start + length] = x
+            tokens[row, start + length + gap : start + 2 * length + gap] = x
+            free.remove(stretch)
+            free += [part for part in ((stretch[0], start), (start + 2 * length + gap, stretch[1])) if part[1] > part[0]]
     return Batch(tokens, torch.ones(batch_size, SEQ_LEN - 1))
+
+
+def _place(free: list[tuple[int, int]], span: int, pick: float) -> tuple[int, tuple[int, int]] | None:
+    """A start for ``span`` positions, uniform over every start that fits a free stretch (``pick`` in [0, 1))."""
+    fitting = [(stretch, stretch[1] - stretch[0] - span + 1) for stretch in free if stretch[1] - stretch[0] >= span]
+    index = int(pick * sum(count for _, count in fitting))
+    for stretch, count in fitting:
+        if index < count:
+            return stretch[0] + index, stretch
+        index -= count
+    return None
 
 
 def evaluate(model: HookedTransformer, generator: torch.Generator) -> dict[str, float]:
@@ -57,13 +100,19 @@ def evaluate(model: HookedTransformer, generator: torch.Generator) -> dict[str, 
         per_token = model(tokens, return_type="loss", loss_per_token=True)
     scores = head_scores(patterns, EVAL_REPEAT_LEN)
     first, second = per_token[:, 1:EVAL_REPEAT_LEN], per_token[:, EVAL_REPEAT_LEN + 1 :]
-    return {
+    ratios = [repeat_at_random_offsets(model, length, generator, 32)[0] for length in (3, 8, MAX_REPEAT)]
+    per_head = {f"L1H{head}_induction_score": score for head, score in enumerate(scores["induction"][1].tolist())}
+    per_head |= {f"L0H{head}_prev_token_score": score for head, score in enumerate(scores["prev_token"][0].tolist())}
+    return per_head | {
         "induction_score": scores["induction"][1].max().item(),
         "induction_head": float(scores["induction"][1].argmax()),
         "prev_token_score": scores["prev_token"][0].max().item(),
         "prev_token_head": float(scores["prev_token"][0].argmax()),
         "loss_first_half": first.mean().item(),
         "loss_second_half": second.mean().item(),
+        "repeat_loss_ratio_len_3": ratios[0],
+        "repeat_loss_ratio_len_8": ratios[1],
+        f"repeat_loss_ratio_len_{MAX_REPEAT}": ratios[2],
     }
 
 
@@ -78,88 +127,131 @@ def head_scores(patterns: dict[int, Tensor], repeat_len: int) -> dict[str, Tenso
     return {"prev_token": prev, "induction": induction}
 
 
+def repeat_at_random_offsets(
+    model: HookedTransformer, repeat_len: int, generator: torch.Generator, n: int = RATIO_SEQUENCES
+) -> tuple[float, Tensor]:
+    """Loss ratio and layer-1 induction attention on ``<bos> prefix x x``, the prefix 0..max random words per row.
 
-def repeat_loss_ratio(model: HookedTransformer, repeat_len: int, offset: int, generator: torch.Generator, n: int = 100) -> float:
-    """Mean loss on the repeated copy over mean loss on the first copy of ``<bos> prefix x x``.
-
-    ``prefix`` is ``offset`` random words; both means skip ``x[0]``, which no earlier token predicts.
+    Each row gets its own prefix length, uniform over every one that fits ``n_ctx``; random words fill the
+    row after the second copy (causal attention never sees them). Returns the mean loss on the repeated
+    copy over the mean loss on the first copy (both skip ``x[0]``, which nothing earlier predicts) and,
+    per layer-1 head, the mean attention from each second-copy token to the token after its earlier copy.
     """
-    if repeat_len < 2 or 1 + offset + 2 * repeat_len > CONFIG.n_ctx:
-        raise ValueError(f"repeat_len={repeat_len} with offset={offset} needs 2 <= repeat_len and "
-                         f"1 + offset + 2 * repeat_len <= n_ctx={CONFIG.n_ctx}")
-    prefix = torch.randint(N_SPECIAL, CONFIG.d_vocab, (n, offset), generator=generator)
+    max_offset = CONFIG.n_ctx - 1 - 2 * repeat_len
+    if repeat_len < 2 or max_offset < 0:
+        raise ValueError(f"repeat_len={repeat_len}: <bos> x x needs 2 <= len(x) <= {MAX_REPEAT} to fit n_ctx={CONFIG.n_ctx}")
+    tokens = torch.randint(N_SPECIAL, CONFIG.d_vocab, (n, CONFIG.n_ctx), generator=generator)
+    tokens[:, 0] = BOS_ID
     x = torch.randint(N_SPECIAL, CONFIG.d_vocab, (n, repeat_len), generator=generator)
-    tokens = torch.cat([torch.full((n, 1), BOS_ID), prefix, x, x], dim=1)
-    per_token = model(tokens, return_type="loss", loss_per_token=True)  # entry i predicts token i + 1
-    start = 1 + offset  # position of x[0] in the first copy
-    first = per_token[:, start : start + repeat_len - 1]
-    second = per_token[:, start + repeat_len : start + 2 * repeat_len - 1]
-    return (second.mean() / first.mean()).item()
+    starts = 1 + torch.randint(0, max_offset + 1, (n, 1), generator=generator)  # position of x[0]
+    rows, within = torch.arange(n)[:, None], torch.arange(repeat_len)
+    tokens[rows, starts + within] = x
+    tokens[rows, starts + repeat_len + within] = x
+    patterns: dict[str, Tensor] = {}
 
+    def keep(pattern: Tensor, hook) -> None:
+        patterns["layer_1"] = pattern
 
-def induction_range(model: HookedTransformer, offset: int, generator: torch.Generator) -> dict[str, float]:
-    """Shortest and longest repeat (at this prefix length) where induction holds, and the best loss ratio."""
-    lengths = range(2, (CONFIG.n_ctx - 1 - offset) // 2 + 1)
-    ratios = {length: repeat_loss_ratio(model, length, offset, generator) for length in lengths}
-    holds = [length for length, ratio in ratios.items() if ratio < INDUCTION_HOLDS_BELOW]
-    return {
-        f"shortest_inducing_repeat_offset_{offset}": float(min(holds)) if holds else float("nan"),
-        f"longest_inducing_repeat_offset_{offset}": float(max(holds)) if holds else float("nan"),
-        f"best_repeat_loss_ratio_offset_{offset}": min(ratios.values()),
-    }
+    with model.hooks(fwd_hooks=[("blocks.1.attn.hook_pattern", keep)]):
+        per_token = model(tokens, return_type="loss", loss_per_token=True)  # entry i predicts token i + 1
+    first = per_token[rows, starts + within[1:] - 1]
+    second = per_token[rows, starts + repeat_len + within[1:] - 1]
+    queries = starts + repeat_len + within  # [n repeat_len]
+    attention = patterns["layer_1"][rows, :, queries, queries - repeat_len + 1]  # [n repeat_len head]
+    return (second.mean() / first.mean()).item(), attention.mean((0, 1))
 
 
 def card_figures(model: HookedTransformer, seeds: Sequence[int]) -> list[Figure]:
     from interp_transformer.toy.train import masked_loss
 
+    lengths = range(MIN_REPEAT, MAX_REPEAT + 1)
+
     def measure(generator: torch.Generator) -> dict[str, float]:
         metrics = evaluate(model, generator) | {"training_data_loss": masked_loss(model, sample_batch(generator, 256)).item()}
-        for offset in RANGE_OFFSETS:
-            metrics |= induction_range(model, offset, generator)
+        head = int(metrics["induction_head"])
+        for length in lengths:
+            ratio, attention = repeat_at_random_offsets(model, length, generator)
+            metrics[f"repeat_loss_ratio_len_{length}"] = ratio
+            metrics[f"induction_score_len_{length}"] = attention[head].item()
+        metrics["worst_repeat_loss_ratio_len_3_up"] = max(metrics[f"repeat_loss_ratio_len_{n}"] for n in lengths if n >= 3)
         return metrics
 
-    runs = [measure(torch.Generator().manual_seed(seed)) for seed in seeds]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same sums whoever calls (and these small forwards are faster on one thread)
+    try:
+        runs = [measure(torch.Generator().manual_seed(seed)) for seed in seeds]
+    finally:
+        torch.set_num_threads(threads)
     heads = {kind: " or ".join(f"H{h}" for h in sorted({int(run[f"{kind}_head"]) for run in runs}))
              for kind in ("induction", "prev_token")}
-    holds = f"repeated-copy loss < {INDUCTION_HOLDS_BELOW} x first-copy loss"
+    offsets = "after a random prefix of 0 to 63-2·len(x) words (uniform, per sequence)"
     how = {
         "training_data_loss": "next-token loss on 256 fresh training sequences",
-        "induction_score": f"attention to the induction target of the best layer-1 head ({heads['induction']} on every seed)",
-        "prev_token_score": f"attention to the previous token of the best layer-0 head ({heads['prev_token']} on every seed)",
+        "induction_score": f"attention to the induction target of the best layer-1 head (L1{heads['induction']} on every "
+                           f"seed), `<bos> x x`, len(x) = {EVAL_REPEAT_LEN}, 200 sequences",
+        "prev_token_score": f"attention to the previous token of the best layer-0 head (L0{heads['prev_token']} on every "
+                            "seed), same sequences",
         "loss_first_half": f"loss on the first copy of `<bos> x x`, len(x) = {EVAL_REPEAT_LEN}, 200 sequences",
         "loss_second_half": f"loss on the repeated copy of `<bos> x x`, len(x) = {EVAL_REPEAT_LEN}, 200 sequences",
+        "worst_repeat_loss_ratio_len_3_up": f"largest repeat_loss_ratio_len_L over L = 3..{MAX_REPEAT} (below)",
     }
-    for offset in RANGE_OFFSETS:
-        where = (f"`<bos> prefix x x` with a {offset}-word prefix, len(x) = 2..{(CONFIG.n_ctx - 1 - offset) // 2}, "
-                 "100 sequences per length")
-        how[f"shortest_inducing_repeat_offset_{offset}"] = f"shortest len(x) with {holds}; {where}"
-        how[f"longest_inducing_repeat_offset_{offset}"] = f"longest len(x) with {holds}; {where}"
-        how[f"best_repeat_loss_ratio_offset_{offset}"] = f"lowest repeated-copy / first-copy loss over len(x); {where}"
+    for head in range(CONFIG.n_heads):
+        how[f"L0H{head}_prev_token_score"] = (f"attention of L0H{head} to the previous token, `<bos> x x`, "
+                                              f"len(x) = {EVAL_REPEAT_LEN}, 200 sequences")
+    for head in range(CONFIG.n_heads):
+        how[f"L1H{head}_induction_score"] = (f"attention of L1H{head} to the induction target, `<bos> x x`, "
+                                             f"len(x) = {EVAL_REPEAT_LEN}, 200 sequences")
+    for length in (MIN_REPEAT, MAX_REPEAT):
+        how[f"induction_score_len_{length}"] = (
+            f"attention of L1{heads['induction']} from each second-copy token to the token after its earlier copy; "
+            f"`<bos> prefix x x`, len(x) = {length}, {offsets}, {RATIO_SEQUENCES} sequences")
+    for length in lengths:
+        how[f"repeat_loss_ratio_len_{length}"] = (
+            f"repeated-copy / first-copy loss (x[1:] in each) of `<bos> prefix x x`, len(x) = {length}, {offsets}, "
+            f"{RATIO_SEQUENCES} sequences")
     return [Figure(name, tuple(run[name] for run in runs), text) for name, text in how.items()]
+
+
+def card_notes(training: dict) -> str:
+    return (
+        f"Time: the {training['train_seconds']:.0f} s above are wall-clock time on a 2-core machine shared with other "
+        "jobs (load average 4-16 during the run). The same run used 237 s of CPU time (user + system, one thread, "
+        "start-up and evaluations included), which is about what it needs on an idle core: under 5 minutes.\n\n"
+        "What reproduces: the data and the initial weights are seeded (the same on any machine), and training runs "
+        "on one thread with deterministic algorithms; two runs of the first 60 steps on this machine gave "
+        "bit-identical weights. A full retrain elsewhere was not checked: matrix kernels differ between CPUs, so "
+        "its last bits, and with them the figures' last digits, may differ. The claims the tests hold a retrain to "
+        f"have margin: a repeated-copy / first-copy loss ratio below {RATIO_BELOW} for every len(x) from 3 up (here "
+        "at most about 0.32, for len(x) = 3) and an induction score above 0.5 on the shortest and longest repeat "
+        "(here about 0.8 and 0.95).\n\n"
+        f"Where induction works: every len(x) from {MIN_REPEAT} to {MAX_REPEAT} (all that `<bos> x x` fits in "
+        f"n_ctx={CONFIG.n_ctx}), after any prefix that fits, one length at a time in `repeat_loss_ratio_len_*` below; "
+        "the ratio falls as repeats get longer.\n\n"
+        "Head roles in the shipped weights (per-head rows below): all four layer-1 heads are induction heads "
+        "(0.85-0.95 of their attention on the induction target). Layer 0 has one clear previous-token head, L0H2 "
+        "(0.65 on the previous token); L0H1 and L0H3 attend to the previous token in part (0.41, 0.35) and spread "
+        "the rest over the few tokens before it, and L0H0 is diffuse. Each layer-0 head's output is read by the "
+        "induction heads' keys about equally (K-composition 0.16-0.23 against a random baseline of 0.13; "
+        "`analyses/induction_heads.py`). The filler's common words recur by chance, so matching on a blurred "
+        "window of the last few tokens, not on one previous token alone, is a plausible reason for this split."
+    )
+
 
 RECIPE = Recipe(
     name="attn-only-2l-induction",
     config=CONFIG,
-    settings=TrainSettings(steps=4000, batch_size=64, lr=3e-3, weight_decay=0.01, warmup_steps=100, eval_every=500),
+    settings=TrainSettings(steps=3000, batch_size=64, lr=3e-3, weight_decay=0.01, warmup_steps=100, eval_every=500,
+                           threads=1, deterministic=True),
     build_tokenizer=lambda: build_word_tokenizer(COMMON_WORDS),
     sample_batch=sample_batch,
     evaluate=evaluate,
     card_figures=card_figures,
-    card_notes=(
-        "The shipped run shared the machine's 2 cores with other jobs (load average 4-8), so its time is inflated. "
-        "Retraining with `python -m interp_transformer.toy.train attn-only-2l-induction` on an idle 2-core machine "
-        "(2 threads) took 121 s and reproduced the training-time metrics (one evaluation draw, seed 12345) to three "
-        "decimals (induction 0.945, previous-token 0.819).\n\n"
-        "Where induction works: a repeat counts as induced when the repeated copy's loss is below "
-        f"{INDUCTION_HOLDS_BELOW} x the first copy's (`*_inducing_repeat_offset_*` below). After a prefix inside the "
-        f"trained 0-{MAX_PREFIX} words it holds for repeats of 7-8 up to 24-26 words, about the trained "
-        f"{MIN_REPEAT}-{MAX_REPEAT}; repeats of 2-6 words gain little, and after a 20-word prefix (longer than "
-        "training ever used) it holds for no length at all (best ratio 0.37)."
-    ),
+    card_notes=card_notes,
     data_description=(
-        f"Sequences of {SEQ_LEN} tokens: `<bos>`, then words drawn uniformly from a {len(COMMON_WORDS)}-word "
-        f"vocabulary, with one segment x of {MIN_REPEAT}-{MAX_REPEAT} words (uniform) repeated immediately after "
-        f"itself, starting after a random prefix of 0-{MAX_PREFIX} words; random words fill the rest. Loss on every "
-        "next-token prediction."
+        f"Rows of {SEQ_LEN} tokens: `<bos>`, then filler words drawn by Zipf's law (probability ~ 1/rank over the "
+        f"{len(COMMON_WORDS)}-word vocabulary, common words first), into which up to {REPEAT_TRIES} segments x of "
+        f"{MIN_REPEAT}-{MAX_REPEAT} uniformly random words are written, each followed by its copy either directly "
+        f"(half the time) or after 1-{MAX_GAP} filler words, at a uniformly random free place in the row (a segment "
+        "that no longer fits is skipped). Loss on every next-token prediction."
     ),
 )

@@ -47,7 +47,8 @@ def test_loads_with_tokenizer_and_card(loaded, name):
 def test_induction_model_has_prev_token_and_induction_heads(loaded):
     metrics = induction.evaluate(loaded["attn-only-2l-induction"], torch.Generator().manual_seed(FRESH_SEED))
     assert metrics["induction_score"] > 0.7, f"layer-1 induction score too low: {metrics}"
-    assert metrics["prev_token_score"] > 0.7, f"layer-0 previous-token score too low: {metrics}"
+    # L0H2 is the clearest previous-token head (card: 0.653 ± 0.001); L0H1 and L0H3 share the role in part
+    assert metrics["prev_token_score"] > 0.6, f"layer-0 previous-token score too low: {metrics}"
     assert metrics["loss_second_half"] < 0.25 * metrics["loss_first_half"], f"repeated half not predicted: {metrics}"
 
 

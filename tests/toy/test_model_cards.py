@@ -1,4 +1,7 @@
-"""The model cards tell the truth: each claim is recomputed here, on seeds the cards never used, by independent code."""
+"""The model cards tell the truth: each claim is recomputed here, on seeds the cards never used, by independent code.
+
+attn-only-2l-induction's claims are re-checked in test_induction_model.py.
+"""
 
 from __future__ import annotations
 
@@ -35,94 +38,8 @@ def within_stated_spread(fresh: float, stated: tuple[float, float], floor: float
 
 
 @pytest.fixture(scope="module")
-def induction_model() -> HookedTransformer:
-    return HookedTransformer.from_pretrained("attn-only-2l-induction")
-
-
-@pytest.fixture(scope="module")
 def ioi_model() -> HookedTransformer:
     return HookedTransformer.from_pretrained("ioi-mini")
-
-
-# ----------------------------------------------------------------------------- attn-only-2l-induction
-def test_induction_card_states_the_repeat_lengths_the_sampler_draws():
-    """Measure the training data: a row's repeat length is the largest shift ``L`` with ``L`` equal tokens in a row."""
-    lengths, prefixes = set(), set()
-    for seed in range(10):
-        tokens = induction.sample_batch(torch.Generator().manual_seed(seed), 64).tokens
-        found = torch.zeros(len(tokens), dtype=torch.long)
-        start = torch.zeros(len(tokens), dtype=torch.long)
-        for shift in range(2, 31):
-            windows = (tokens[:, :-shift] == tokens[:, shift:]).unfold(1, shift, 1).all(-1)  # [batch start]
-            hit = windows.any(-1)
-            found[hit], start[hit] = shift, windows.int().argmax(-1)[hit]
-        assert (found > 0).all(), "every training row should hold a repeat"
-        lengths |= set(found.tolist())
-        prefixes |= set((start - 1).tolist())  # position 0 is <bos>
-    assert (min(lengths), max(lengths)) == (8, 24), f"sampler's repeat lengths: {sorted(lengths)}"
-    assert (min(prefixes), max(prefixes)) == (0, 12), f"sampler's prefix lengths: {sorted(prefixes)}"
-    text = card("attn-only-2l-induction")
-    assert "8-24 words" in text and "0-12 words" in text, "the card's Data section should state the sampler's ranges"
-    assert "4-30" not in text, "the card still claims repeats of 4-30 words"
-
-
-def repeat_loss_ratio(model: HookedTransformer, length: int, offset: int) -> float:
-    """Repeated-copy loss over first-copy loss of ``<bos> prefix x x``, pooled over the fresh seeds (dense cross-entropy)."""
-    ratios = []
-    for seed in FRESH_SEEDS:
-        generator = torch.Generator().manual_seed(seed)
-        words = torch.randint(3, model.cfg.d_vocab, (100, offset + length), generator=generator)
-        x = words[:, offset:]
-        tokens = torch.cat([torch.zeros(100, 1, dtype=torch.long), words, x], dim=1)
-        with torch.no_grad():
-            logits = model(tokens)
-        losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")  # [batch pos-1]
-        first_targets = torch.arange(offset + 2, offset + 1 + length)  # x[1:] in the first copy
-        second_targets = first_targets + length
-        ratios.append((losses[:, second_targets - 1].mean() / losses[:, first_targets - 1].mean()).item())
-    return statistics.fmean(ratios)
-
-
-@pytest.mark.parametrize("offset", [0, 6, 12])
-def test_induction_holds_exactly_over_the_stated_repeat_lengths(induction_model, offset):
-    stated = figures("attn-only-2l-induction")
-    shortest = int(stated[f"shortest_inducing_repeat_offset_{offset}"][0])
-    longest = int(stated[f"longest_inducing_repeat_offset_{offset}"][0])
-    threshold = induction.INDUCTION_HOLDS_BELOW
-    for length in (shortest, (shortest + longest) // 2, longest):
-        ratio = repeat_loss_ratio(induction_model, length, offset)
-        assert ratio < threshold, f"card says induction holds for len(x)={length} after {offset} words; ratio {ratio:.3f}"
-    for length in (shortest - 1, longest + 1):
-        if 1 + offset + 2 * length <= induction_model.cfg.n_ctx:
-            ratio = repeat_loss_ratio(induction_model, length, offset)
-            assert ratio > threshold, f"card says induction fails for len(x)={length} after {offset} words; ratio {ratio:.3f}"
-
-
-def test_induction_fails_after_a_prefix_longer_than_training(induction_model):
-    text = card("attn-only-2l-induction")
-    assert "| shortest_inducing_repeat_offset_20 | none" in text, "the card should say induction never holds after 20 words"
-    ratios = [repeat_loss_ratio(induction_model, length, 20) for length in range(2, 22)]
-    assert min(ratios) > induction.INDUCTION_HOLDS_BELOW, f"induction holds after a 20-word prefix: {ratios}"
-    assert within_stated_spread(min(ratios), figures("attn-only-2l-induction")["best_repeat_loss_ratio_offset_20"], 0.02)
-
-
-def test_induction_card_losses_and_scores_hold_on_fresh_seeds(induction_model):
-    stated = figures("attn-only-2l-induction")
-    first, second, induction_attention = [], [], []
-    for seed in FRESH_SEEDS:
-        x = torch.randint(3, induction_model.cfg.d_vocab, (200, 20), generator=torch.Generator().manual_seed(seed))
-        tokens = torch.cat([torch.zeros(200, 1, dtype=torch.long), x, x], dim=1)
-        with torch.no_grad():
-            logits, cache = induction_model.run_with_cache(tokens)
-        losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
-        first.append(losses[:, 1:20].mean().item())
-        second.append(losses[:, 21:].mean().item())
-        queries = torch.arange(21, 41)  # second copy: the token after the earlier occurrence sits 19 back
-        induction_attention.append(cache["blocks.1.attn.hook_pattern"][:, 1, queries, queries - 19].mean().item())
-    for name, values, floor in (("loss_first_half", first, 0.02), ("loss_second_half", second, 0.02),
-                                ("induction_score", induction_attention, 0.01)):
-        fresh = statistics.fmean(values)
-        assert within_stated_spread(fresh, stated[name], floor), f"{name}: fresh seeds give {fresh:.4f}, card says {stated[name]}"
 
 
 # ----------------------------------------------------------------------------- ioi-mini

@@ -3,10 +3,11 @@
 - OV: does the induction head copy? Its full OV circuit ``W_E W_V W_O W_U`` should map each
   token to itself: the copying score (eigenvalues) and how often a token's own logit is the
   top one in its row.
+  Every layer-1 head's copying score is printed too: the embedded model has four induction heads.
 - QK: does the previous-token head attend one position back? Its positional QK circuit
   ``W_pos W_Q W_K^T W_pos^T`` should peak just below the diagonal (checked over the first
-  --positions positions: training sequences put their repeats early, and late positions of
-  this small model never learned a sharp offset).
+  --positions positions). This is the positional part alone, without LayerNorm or the token part
+  of the query and key, so it is a rougher picture than the head's measured attention.
 Writes CSV tables to --out and prints the headline numbers.
 
     python analyses/induction_circuits.py --out out/induction_circuits
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "induction_head": f"L{last}H{ind_head}",
         "induction_head_copying_score": copying[last, ind_head].item(),
         "induction_head_ov_top1_is_same_token": top_is_self,
+        f"copying_score_every_layer_{last}_head": ", ".join(
+            f"L{last}H{h} {v:.2f}" for h, v in enumerate(copying[last].tolist())),
         "previous_token_head": f"L0H{prev_head}",
         f"previous_token_head_qk_argmax_is_previous_position_first_{len(queries) + 1}": looks_one_back,
         "mean_copying_score_all_heads": copying.mean().item(),

@@ -2,7 +2,9 @@
 
 Finds previous-token heads in layer 0 and induction heads in layer 1 with the head detectors,
 then checks the circuit that connects them: the K-composition between each layer-0 head and
-each layer-1 head, against the random-matrix baseline. Head scores are measured on --seeds fresh
+each layer-1 head, against the random-matrix baseline. Besides the best head of each kind it
+prints every head's score, since a model may split a role over several heads (the embedded
+model has four induction heads and one clear previous-token head, L0H2, helped in part by two others). Head scores are measured on --seeds fresh
 batches of repeated random tokens and printed as mean ± std. Writes CSV tables and heatmaps to
 --out and prints the headline numbers.
 
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     per_seed = [detect_heads(model, repeated_tokens_for(model, seed=seed)) for seed in range(args.seeds)]
     prev = torch.tensor([seed_scores["previous_token"][0, prev_head].item() for seed_scores in per_seed])
     ind = torch.tensor([seed_scores["induction"][last, ind_head].item() for seed_scores in per_seed])
+    # Every head's role, not just the best one: a model may split a role over several heads.
+    prev_all = torch.stack([seed_scores["previous_token"][0] for seed_scores in per_seed]).mean(0)
+    ind_all = torch.stack([seed_scores["induction"][last] for seed_scores in per_seed]).mean(0)
     headline = {
         "previous_token_head": f"L0H{prev_head}",
         "previous_token_score": prev.mean().item(),
@@ -64,7 +69,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "induction_head": f"L{last}H{ind_head}",
         "induction_score": ind.mean().item(),
         "induction_score_over_seeds": f"{format_spread(ind.mean().item(), ind.std().item())} ({args.seeds} seeds)",
+        "previous_token_score_every_layer_0_head": ", ".join(f"L0H{h} {v:.2f}" for h, v in enumerate(prev_all.tolist())),
+        f"induction_score_every_layer_{last}_head": ", ".join(f"L{last}H{h} {v:.2f}" for h, v in enumerate(ind_all.tolist())),
         "k_composition_of_pair": k_comp[prev_head, ind_head].item(),
+        f"k_composition_every_layer_0_head_into_L{last}H{ind_head}": ", ".join(
+            f"L0H{h} {v:.2f}" for h, v in enumerate(k_comp[:, ind_head].tolist())),
         "k_composition_random_baseline": baseline,
     }
     for key, value in headline.items():

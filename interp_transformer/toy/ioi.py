@@ -145,6 +145,20 @@ def name_positions(prompts: IOIPrompts) -> dict[str, Tensor]:
     return {"IO": io, "S1": s1, "S2": s2}
 
 
+def abc_prompts(prompts: IOIPrompts, names: Sequence[str], generator: torch.Generator) -> Tensor:
+    """Wang et al.'s ABC corruption: the same sentences with IO, S1 and S2 replaced by three different random names.
+
+    Nothing in an ABC prompt says which name answers, so patching from it removes the IOI signal.
+    """
+    ids = torch.tensor(tokenizer().convert_tokens_to_ids(list(names)))
+    where, tokens = name_positions(prompts), prompts.tokens.clone()
+    for i in range(len(tokens)):
+        picked = ids[torch.randperm(len(ids), generator=generator)[:3]]
+        for slot, name in zip(("IO", "S1", "S2"), picked):
+            tokens[i, where[slot][i]] = name
+    return tokens
+
+
 def last_layer_heads(model: HookedTransformer, prompts: IOIPrompts) -> dict[str, float]:
     """Per last-layer head: mean attention from the end to S2 and to IO, and its direct effect on the S and IO logits.
 

@@ -1,0 +1,161 @@
+"""The IOI circuit's head classes on ``ioi-mini`` and their evidence, measured as Wang et al. (2022) measure GPT-2's.
+
+Every measurement runs on IOI prompts and their ABC corruption (the same sentences with IO, S1
+and S2 replaced by three different names, so nothing in them says which name is the answer).
+The metric is the IO-minus-S logit difference at the end; an effect is its relative change,
+``patched / clean - 1`` (-1: the path carries all of it).
+
+- **Name movers** attend from the end (END) to the IO and copy it: patching their direct path to
+  the logits with the ABC run lowers the logit difference, and their OV circuit maps a name's
+  embedding to that name's logit (``name_copy_score``: the share of names whose own logit is in
+  the top 5, Wang et al.'s copying score).
+- **S-inhibition heads** attend from END to S2; patching their output into the name movers'
+  *queries* only (path patching) lowers the logit difference and moves the name movers'
+  attention from the IO back towards S (``name_mover_attention_with_patched_queries``).
+- **Duplicate-token / induction heads** act at S2, attending to S1 (duplicate token) or to the
+  token after S1 (induction); patching their output into the S-inhibition heads' values lowers
+  the logit difference.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from interp_transformer.model import HookedTransformer
+from interp_transformer.patching import LogitDiff, Receiver, Sender, path_patch, path_patch_heads
+from interp_transformer.toy.ioi import IOIPrompts, abc_prompts, name_positions, tokenizer
+from interp_transformer.toy.words import IOI_NAMES_HELDOUT, IOI_NAMES_TRAIN
+
+Head = tuple[int, int]  # (layer, head)
+ALL_NAMES = IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT
+
+
+def slot_positions(prompts: IOIPrompts) -> dict[str, Tensor]:
+    """``[batch]`` positions of IO, S1, S2 and the end (END, whose next-token prediction is the answer)."""
+    return name_positions(prompts) | {"END": prompts.end_pos}
+
+
+def label(head: Head) -> str:
+    return f"L{head[0]}H{head[1]}"
+
+
+class IOIRun(NamedTuple):
+    """Prompts, their ABC corruption, the metric, the clean logit difference and the clean attention patterns."""
+
+    prompts: IOIPrompts
+    corrupted: Tensor
+    metric: LogitDiff
+    clean_logit_diff: float
+    patterns: Tensor  # [layer batch head_index query_pos key_pos]
+
+
+def ioi_run(model: HookedTransformer, prompts: IOIPrompts, names: Sequence[str], generator: torch.Generator) -> IOIRun:
+    metric = LogitDiff(prompts.io_ids, prompts.s_ids, positions=prompts.end_pos)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(prompts.tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+    patterns = torch.stack([cache["pattern", layer] for layer in range(model.cfg.n_layers)])
+    return IOIRun(prompts, abc_prompts(prompts, names, generator), metric, metric(logits).item(), patterns)
+
+
+def attention(run: IOIRun, query: str, key: str, key_offset: int = 0) -> Tensor:
+    """``[layer head_index]`` mean attention from the ``query`` slot to the ``key`` slot (``IO``, ``S1``, ``S2``, ``END``)."""
+    where, rows = slot_positions(run.prompts), torch.arange(len(run.prompts.tokens))
+    by_prompt = run.patterns.transpose(0, 1)  # [batch layer head_index query_pos key_pos]
+    return by_prompt[rows, :, :, where[query], where[key] + key_offset].mean(0)
+
+
+def relative_effect(values: Tensor, run: IOIRun) -> Tensor:
+    return values / run.clean_logit_diff - 1
+
+
+def direct_effects(model: HookedTransformer, run: IOIRun) -> Tensor:
+    """``[layer head_index]``: each head's path straight to the logits patched with the ABC run."""
+    tokens = run.prompts.tokens
+    return relative_effect(path_patch_heads(model, tokens, run.corrupted, run.metric, progress=False).values, run)
+
+
+def effects_through(model: HookedTransformer, run: IOIRun, receivers: Sequence[Head], receiver_input: str) -> Tensor:
+    """``[layer head_index]``: each head's paths to the ``receivers``' query, key or value input patched with the ABC run."""
+    targets = [Receiver(layer, head, receiver_input) for layer, head in receivers]
+    values = path_patch_heads(model, run.prompts.tokens, run.corrupted, run.metric, receivers=targets, progress=False).values
+    return relative_effect(values, run)
+
+
+def group_effect_through(model: HookedTransformer, run: IOIRun, senders: Sequence[Head], receivers: Sequence[Head], receiver_input: str) -> float:
+    """The relative effect of patching a group of heads together into the ``receivers``' inputs."""
+    group = tuple(Sender("head", layer, head) for layer, head in senders)
+    targets = [Receiver(layer, head, receiver_input) for layer, head in receivers]
+    result = path_patch(model, run.prompts.tokens, run.corrupted, run.metric, [group], receivers=targets, progress=False)
+    return relative_effect(result.values, run).item()
+
+
+def name_mover_attention_with_patched_queries(
+    model: HookedTransformer, run: IOIRun, senders: Sequence[Head], name_movers: Sequence[Head]
+) -> dict[str, float]:
+    """Mean END->IO and END->S (S1 + S2) attention of the name movers when only their queries see the senders' ABC output.
+
+    Keys ``clean_IO``, ``clean_S``, ``patched_IO``, ``patched_S``, and ``patched_logit_diff`` (the metric of that run).
+
+    The queries are computed by hand, as path patching defines them: the clean residual stream
+    plus the senders' output change, through the receiver's LayerNorm and ``W_Q``.
+    """
+    layers = {layer for layer, _ in name_movers}
+    if len(layers) != 1 or max(layer for layer, _ in senders) >= min(layers):
+        raise ValueError(f"name movers {name_movers} must share one layer after every sender {senders}")
+    layer = layers.pop()
+    tokens, corrupted = run.prompts.tokens, run.corrupted
+    with torch.no_grad():
+        _, clean = model.run_with_cache(tokens)
+        _, source = model.run_with_cache(corrupted)
+        resid = clean[f"blocks.{layer}.hook_resid_pre"].clone()
+        for sender_layer, head in senders:
+            change = source["z", sender_layer][:, :, head] - clean["z", sender_layer][:, :, head]
+            resid += change @ model.W_O[sender_layer, head]
+        queries = torch.einsum("bpm,hmd->bphd", model.blocks[layer].ln1(resid), model.W_Q[layer]) + model.b_Q[layer]
+        heads = [head for _, head in name_movers]
+
+        def patch_queries(q: Tensor, hook) -> Tensor:
+            q[:, :, heads] = queries[:, :, heads]
+            return q
+
+        patterns = {}
+
+        def keep_pattern(pattern: Tensor, hook) -> None:
+            patterns["patched"] = pattern
+
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_q", patch_queries),
+                                                         (f"blocks.{layer}.attn.hook_pattern", keep_pattern)])
+    where, rows = slot_positions(run.prompts), torch.arange(len(tokens))
+    out = {"patched_logit_diff": run.metric(logits).item()}  # the same number path patching gives
+    for name, pattern in (("clean", run.patterns[layer]), ("patched", patterns["patched"])):
+        at = pattern[rows][:, heads][rows, :, where["END"]]  # [batch head key_pos]
+        out[f"{name}_IO"] = at[rows, :, where["IO"]].mean().item()
+        out[f"{name}_S"] = (at[rows, :, where["S1"]] + at[rows, :, where["S2"]]).mean().item()
+    return out
+
+
+def name_copy_score(model: HookedTransformer, head: Head, top: int = 5) -> float:
+    """Share of all names whose own logit is in the top ``top`` after the head's OV circuit (Wang et al.'s copying score).
+
+    A name's embedding goes through the head's LayerNorm, ``W_V``, ``W_O``, the final LayerNorm
+    and the unembedding, with nothing else in the residual stream (Wang et al. add the first MLP's
+    output to the embedding; a model with MLPs scores lower here for skipping it).
+    """
+    layer, index = head
+    ids = torch.tensor(tokenizer().convert_tokens_to_ids(ALL_NAMES))
+    with torch.no_grad():
+        normalized = model.blocks[layer].ln1(model.W_E[ids][None])[0]  # [name d_model]
+        out = (normalized @ model.W_V[layer, index] + model.b_V[layer, index]) @ model.W_O[layer, index]
+        logits = model.ln_final(out[None])[0] @ model.W_U + model.b_U  # [name d_vocab]
+    return (logits.topk(top, dim=-1).indices == ids[:, None]).any(-1).float().mean().item()
+
+
+def effects_of(model: HookedTransformer, run: IOIRun, senders: Sequence[Head], receivers: Sequence[Head] | None, receiver_input: str = "q") -> list[float]:
+    """The relative effect of each sender head alone, on the logits directly (``receivers=None``) or via the receivers' inputs."""
+    groups = [(Sender("head", layer, head),) for layer, head in senders]
+    targets = "final_residual" if receivers is None else [Receiver(layer, head, receiver_input) for layer, head in receivers]
+    result = path_patch(model, run.prompts.tokens, run.corrupted, run.metric, groups, receivers=targets, progress=False)
+    return relative_effect(result.values, run).tolist()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from interp_transformer import HookedTransformer
-from interp_transformer.toy import embedded_models, induction, ioi
+from interp_transformer.toy import embedded_models, induction, ioi, modadd
 from interp_transformer.toy.evaluation import CARD_SEEDS, parse_results_table
 from interp_transformer.toy.words import IOI_NAMES_HELDOUT, IOI_NAMES_TRAIN
 
@@ -87,34 +87,92 @@ def test_ioi_layer2_heads_attend_to_s2_and_lower_the_subjects_logit():
 
 
 # ----------------------------------------------------------------------------- modadd-1l
-def test_modadd_card_reports_the_exact_accuracy_over_every_pair():
-    model = HookedTransformer.from_pretrained("modadd-1l")
+def modadd_test_pairs() -> tuple[torch.Tensor, torch.Tensor]:
+    """The card's test split, rebuilt from its data description: all pairs a-major, permuted with seed 598, last 70%."""
     a, b = torch.cartesian_prod(torch.arange(113), torch.arange(113)).T
-    texts = [f"{x} {y} =" for x, y in zip(a.tolist(), b.tolist())]
-    tokens = model.to_tokens(texts)
+    order = torch.randperm(113 * 113, generator=torch.Generator().manual_seed(598))
+    held_out = order[int(0.3 * 113 * 113):]
+    return a[held_out], b[held_out]
+
+
+def test_modadd_card_reports_the_exact_test_accuracy():
+    """Counted through the tokenizer from text prompts, not through the recipe's code."""
+    model = HookedTransformer.from_pretrained("modadd-1l")
+    a, b = modadd_test_pairs()
+    tokens = model.to_tokens([f"{x} {y} =" for x, y in zip(a.tolist(), b.tolist())])
     with torch.no_grad():
         logits = model(tokens)[:, -1]
     answers = model.to_tokens([str(z) for z in ((a + b) % 113).tolist()])[:, 0]
     wrong = int((logits.argmax(-1) != answers).sum())
-    stated = figures("modadd-1l")["accuracy_all_pairs"]
-    assert wrong == 6 and stated == (round(1 - wrong / 12769, 5), 0.0), f"{wrong} wrong of 12,769; card says {stated}"
-    assert "6 wrong of 12,769), exact" in card("modadd-1l")
-    assert "100%" not in card("modadd-1l")
+    stated = figures("modadd-1l")["test_accuracy"]
+    assert stated == (round(1 - wrong / len(a), 5), 0.0), f"{wrong} wrong of {len(a):,} test pairs; card says {stated}"
+    assert f"({wrong} wrong of {len(a):,}), exact" in card("modadd-1l")
+    assert stated[0] >= 0.999, f"the issue asks for >= 99.9% test accuracy, the card states {stated}"
 
 
-def test_modadd_card_key_frequencies_match_a_plain_fft():
-    model = HookedTransformer.from_pretrained("modadd-1l")
-    embedding = model.W_E[3 : 3 + 113].detach().double()
-    power = torch.fft.rfft(embedding, dim=0).abs().pow(2).sum(-1)[1:]  # frequencies 1..56
-    top = sorted((power.argsort(descending=True)[:6] + 1).tolist())
+def modadd_fft_analysis(model: HookedTransformer) -> tuple[list[int], float, float]:
+    """Key frequencies (top frequency of >= 2% of live neurons), embedding share and neuron share, with a plain FFT."""
+    a, b = torch.cartesian_prod(torch.arange(113), torch.arange(113)).T
+    tokens = torch.stack([a + 3, b + 3, torch.full_like(a, 116)], dim=1)  # "=" is the last word
+    acts = {}
+
+    def keep(value, hook):
+        acts["post"] = value[:, -1].detach()
+
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.mlp.hook_post", keep)])
+    grid = acts["post"].double().reshape(113, 113, -1)
+    power = torch.fft.fft2(grid, dim=(0, 1)).abs().pow(2)  # [113 113 neuron], index k and 113-k are one frequency
+    power[0, 0] = 0  # the mean is not variance
+    folded = torch.minimum(torch.arange(113), 113 - torch.arange(113))  # DFT index -> frequency 0..56
+    total = power.sum((0, 1))
+    live = total > 1e-9 * total.max()
+    own = torch.zeros(57, int(live.sum()), dtype=torch.float64)
+    for i in range(113):
+        for j in range(113):
+            fa, fb = int(folded[i]), int(folded[j])
+            if (fa, fb) != (0, 0) and (fa == fb or fa == 0 or fb == 0):
+                own[max(fa, fb)] += power[i, j, live]
+    top = own[1:].argmax(0) + 1
+    key = [k for k in range(1, 57) if int((top == k).sum()) >= 0.02 * int(live.sum())]
+    allowed = torch.isin(folded, torch.tensor([0, *key]))
+    neuron_share = (power[allowed][:, allowed].sum() / power.sum()).item()
+    embedding = torch.fft.rfft(model.W_E[3:116].detach().double(), dim=0).abs().pow(2).sum(-1)[1:]  # frequencies 1..56
+    embedding_share = (embedding[[k - 1 for k in key]].sum() / embedding.sum()).item()
+    return key, embedding_share, neuron_share
+
+
+def test_modadd_card_key_frequencies_and_their_shares_match_a_plain_fft():
+    key, embedding_share, neuron_share = modadd_fft_analysis(HookedTransformer.from_pretrained("modadd-1l"))
     stated = figures("modadd-1l")
-    assert top == [int(stated[f"key_frequency_{i}"][0]) for i in range(6)], f"FFT's top frequencies {top}"
-    assert abs(power[[k - 1 for k in top]].sum().item() / power.sum().item() - stated["top_frequency_share"][0]) < 1e-4
+    count = int(stated["key_frequency_count"][0])
+    assert key == [int(stated[f"key_frequency_{i}"][0]) for i in range(count)], f"the FFT's key frequencies are {key}"
+    assert abs(embedding_share - stated["embedding_power_in_key_frequencies"][0]) < 1e-4, embedding_share
+    assert abs(neuron_share - stated["neuron_variance_in_key_frequencies"][0]) < 1e-4, neuron_share
+    assert embedding_share >= 0.9 and neuron_share >= 0.9, f"the issue asks for >= 0.9 each: {embedding_share}, {neuron_share}"
 
 
-def test_modadd_card_says_what_reproduces():
+def test_modadd_card_shows_the_training_curve_it_was_trained_with():
+    """The card links an SVG regenerated from training.json, and its landmark table is the history's."""
+    import json
+    import xml.etree.ElementTree as ElementTree
+
+    folder = embedded_models()["modadd-1l"]
+    training = json.loads((folder / "training.json").read_text())
+    assert f"]({modadd.CURVE_FILE})" in card("modadd-1l"), "the card should link the training-curve figure"
+    svg = (folder / modadd.CURVE_FILE).read_text()
+    assert svg == modadd.card_files(training)[modadd.CURVE_FILE], "regenerate the figure with the evaluation --write"
+    lines = [e for e in ElementTree.fromstring(svg).iter() if e.tag.endswith("polyline")]
+    assert len(lines) == 4, "train and test loss, train and test accuracy"
+    assert all(len(line.get("points").split()) == len(training["history"]) for line in lines)
+    grok = next(r for r in training["history"] if r["test_accuracy"] >= 0.999)
+    assert f"| test accuracy first >= 99.9% (grokked) | {grok['step']:,} |" in card("modadd-1l")
+
+
+def test_modadd_card_says_what_reproduces_and_how_it_differs_from_the_paper():
     text = card("modadd-1l")
-    for needed in ("bit for bit", "one thread", "step 500", "not verified"):
+    for needed in ("one thread", "use_deterministic_algorithms", "Not verified", "instead of 1e-3", "30% of all pairs",
+                   "a retrain elsewhere is expected, not verified", "bit for bit"):
         assert needed in text, f"the reproducibility statement lacks {needed!r}"
 
 

@@ -57,7 +57,7 @@ RECIPES = {
         ),
         DictionaryRecipe(
             name="ioi-mini-mlp1-transcoder", model="ioi-mini", hook="blocks.1.ln2.hook_normalized", hook_out="blocks.1.hook_mlp_out",
-            d_sae=1024, k=16, steps=3000,
+            d_sae=1024, k=16, steps=1500,
             description="TopK transcoder replacing ioi-mini's layer-1 MLP: reads the normalized MLP input, predicts the MLP's output",
         ),
     )

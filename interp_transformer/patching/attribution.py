@@ -100,13 +100,14 @@ def attribution_patching(
     hook_names = _hook_names(model, sites, skip_missing=sites is DEFAULT_SITES)
     with torch.no_grad():
         _, clean = model.run_with_cache(clean_tokens, names_filter=hook_names, attention_mask=attention_mask)
-    corrupted, gradients, baseline = _forward_and_backward(model, corrupted_tokens, metric, hook_names, attention_mask)
+    corrupted, gradients, baseline = forward_and_backward(model, corrupted_tokens, metric, hook_names, attention_mask)
     return AttributionPatching(model, corrupted_tokens, dict(clean.items()), corrupted, gradients, baseline)
 
 
-def _forward_and_backward(
+def forward_and_backward(
     model: "HookedTransformer", tokens: Tensor, metric: Metric, hook_names: list[str], attention_mask: Tensor | None
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+    """The activations at ``hook_names`` on ``tokens``, the metric's gradient with respect to each, and the metric."""
     activations: dict[str, Tensor] = {}
 
     def track(activation: Tensor, hook: "HookPoint") -> Tensor:
@@ -116,11 +117,12 @@ def _forward_and_backward(
     def keep(activation: Tensor, hook: "HookPoint") -> None:
         activations[hook.name] = activation
 
-    fwd_hooks = [(["hook_embed", "hook_pos_embed"], track), (hook_names, keep)]
+    embeddings = [name for name in ("hook_embed", "hook_pos_embed") if name in model.hook_dict]  # rotary: no pos embed
+    fwd_hooks = [(embeddings, track), (hook_names, keep)]
     with torch.enable_grad(), model.hooks(fwd_hooks=fwd_hooks):
         value = metric(model(tokens, attention_mask=attention_mask))
         baseline = check_metric_value(value, tokens.shape[0])
-        if not value.requires_grad:
+        if not isinstance(value, Tensor) or not value.requires_grad:
             raise ValueError(
                 "the metric's value does not depend on the logits through autograd; compute it with torch ops on the logits"
             )

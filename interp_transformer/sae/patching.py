@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from interp_transformer.patching.attribution import forward_and_backward
 from interp_transformer.patching.results import PatchingResult
 from interp_transformer.patching.runner import check_metric_value
 from interp_transformer.patching.sites import Patch, PatchLocation
@@ -26,7 +27,6 @@ from interp_transformer.sae.dictionary import SparseAutoencoder
 from interp_transformer.sae.splice import replaced_hook, sae_hook_name, splice
 
 if TYPE_CHECKING:
-    from interp_transformer.hooks import HookPoint
     from interp_transformer.model import HookedTransformer
 
 Metric = Callable[[Tensor], Tensor]
@@ -128,30 +128,8 @@ def attribute_features(
         names = [sae_hook_name(sae, point) for sae in saes for point in ("hook_sae_acts_post", "hook_sae_error")]
         with torch.no_grad():
             _, clean = model.run_with_cache(clean_tokens, names_filter=names, attention_mask=attention_mask)
-        corrupted, gradients, baseline = _forward_and_backward(model, corrupted_tokens, metric, names, attention_mask)
+        corrupted, gradients, baseline = forward_and_backward(model, corrupted_tokens, metric, names, attention_mask)
     return FeatureAttribution(model, corrupted_tokens, dict(clean.items()), corrupted, gradients, baseline)
-
-
-def _forward_and_backward(
-    model: "HookedTransformer", tokens: Tensor, metric: Metric, names: list[str], attention_mask: Tensor | None
-) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-    activations: dict[str, Tensor] = {}
-
-    def track(activation: Tensor, hook: "HookPoint") -> Tensor:
-        # With frozen parameters nothing would require grad: make the embeddings the graph's leaves.
-        return activation if activation.requires_grad else activation.detach().requires_grad_()
-
-    def keep(activation: Tensor, hook: "HookPoint") -> None:
-        activations[hook.name] = activation
-
-    with torch.enable_grad(), model.hooks(fwd_hooks=[("hook_embed", track), (names, keep)]):
-        value = metric(model(tokens, attention_mask=attention_mask))
-        baseline = check_metric_value(value, tokens.shape[0])
-        if not isinstance(value, Tensor) or not value.requires_grad:
-            raise ValueError("the metric's value does not depend on the logits through autograd; compute it with torch ops")
-        grads = torch.autograd.grad(value.sum(), [activations[name] for name in names], allow_unused=True)
-    gradients = {name: torch.zeros_like(activations[name]) if g is None else g.detach() for name, g in zip(names, grads)}
-    return {name: activations[name].detach() for name in names}, gradients, baseline
 
 
 @contextlib.contextmanager

@@ -110,3 +110,20 @@ def test_correlates_with_activation_patching_on_the_induction_model(site, axes):
     estimate = patching.attribution_patching(model, clean, corrupted, metric, sites=[site]).estimate(site, axes)
     r = correlation(estimate.values, actual.values)
     assert r > 0.85, f"attribution vs activation patching of {site} by {axes}: correlation {r:.3f}"
+
+
+def test_rotary_models_without_a_position_embedding_hook():
+    # Rotary models have no hook_pos_embed; attribution patching used to ask for it and raise KeyError.
+    from interp_transformer import TransformerConfig
+
+    cfg = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=30, n_ctx=8,
+                            positional_embedding_type="rotary", normalization_type="RMS", act_fn="silu", seed=1)
+    model = HookedTransformer(cfg)
+    clean, corrupted = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[1, 2, 5, 4]])
+    metric = lambda logits: logits[:, -1, 3].mean()  # noqa: E731
+    attribution = patching.attribution_patching(model, clean, corrupted, metric, sites=["resid_pre"])
+    with torch.no_grad():
+        _, corrupted_cache = model.run_with_cache(corrupted)
+    resid = corrupted_cache["blocks.1.hook_resid_pre"].clone().requires_grad_()
+    metric(model(resid, start_at_layer=1)).backward()
+    torch.testing.assert_close(attribution.gradients["blocks.1.hook_resid_pre"], resid.grad)

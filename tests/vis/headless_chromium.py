@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 # Generous caps, not expected durations: on a loaded CI machine parsing a page's 6 MB of inlined
@@ -217,3 +219,16 @@ class HeadlessChromium:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium per test module; a missing browser fails under CI and skips elsewhere."""
+    executable = find_chromium()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run should have installed it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    chromium = HeadlessChromium(executable, tmp_path_factory.mktemp("chromium-profile"))
+    yield chromium
+    chromium.close()

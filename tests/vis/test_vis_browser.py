@@ -6,14 +6,13 @@ fails under CI, so a CI run cannot pass without having looked.
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from headless_chromium import HeadlessChromium, PageRecord, find_chromium
+from headless_chromium import HeadlessChromium, PageRecord, browser, find_chromium  # noqa: F401 (browser is a fixture)
 
 from interp_transformer import HookedTransformer, vis
 
@@ -51,16 +50,6 @@ N = len(TOKENS)
 HEADS = ["L0H0", "L0H1", "L0H2"]
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    executable = find_chromium()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run should have installed it (apt-get install chromium)")
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
-    chromium = HeadlessChromium(executable, tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium
-    chromium.close()
 
 
 def causal_pattern(n_heads: int, n_pos: int) -> torch.Tensor:

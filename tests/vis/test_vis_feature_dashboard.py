@@ -4,13 +4,12 @@ from hand-worked data, bad input, and one real headless-Chromium render with no 
 from __future__ import annotations
 
 import math
-import os
 from html.parser import HTMLParser
 
 import pytest
 import torch
 from conftest import tiny_config
-from headless_chromium import HeadlessChromium, PageRecord, find_chromium
+from headless_chromium import PageRecord, browser  # noqa: F401 (browser is a fixture)
 from vis_html_parsing import parse_page
 
 from interp_transformer import HookedTransformer, vis
@@ -180,16 +179,6 @@ def test_a_large_dashboard_warns_with_how_to_shrink_it() -> None:
 
 
 # ------------------------------------------------------------------ real browser
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    executable = find_chromium()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run should have installed it (apt-get install chromium)")
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
-    chromium = HeadlessChromium(executable, tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium
-    chromium.close()
 
 
 def assert_quiet(record: PageRecord) -> None:

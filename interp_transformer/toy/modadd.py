@@ -63,12 +63,25 @@ def split() -> tuple[Tensor, Tensor]:
 @functools.cache
 def _train_batch() -> Batch:
     train_rows, _ = split()
-    return Batch(train_rows, torch.ones(len(train_rows), 1))
+    scored = torch.tensor([0.0, 0.0, 1.0])  # of the three next-token predictions only the answer's, at ``=``, is the task
+    return Batch(train_rows, scored.repeat(len(train_rows), 1))
 
 
 def sample_batch(generator: torch.Generator, batch_size: int) -> Batch:
-    """The whole training split every step (full-batch training; ``batch_size`` is ignored): rows ``[a, b, =, answer]``."""
-    return _train_batch()
+    """Rows ``[a, b, =, answer]`` of the training split; ``loss_mask`` scores the answer only.
+
+    ``batch_size == 0`` (the recipe: full-batch training) gives the whole split in its fixed order and
+    leaves ``generator`` untouched. ``batch_size > 0`` gives that many distinct rows, drawn without
+    replacement with ``generator`` (at most the split's 3,830 rows): fresh seeded batches for the
+    dictionaries trained and measured on this model.
+    """
+    full = _train_batch()
+    if batch_size == 0:
+        return full
+    if not 0 < batch_size <= len(full.tokens):
+        raise ValueError(f"batch_size={batch_size}: draw between 1 and the {len(full.tokens)} training rows, or 0 for all of them")
+    rows = torch.randperm(len(full.tokens), generator=generator)[:batch_size]
+    return Batch(full.tokens[rows], full.loss_mask[rows])
 
 
 def last_position_logits(model: HookedTransformer, tokens: Tensor) -> Tensor:
@@ -94,8 +107,8 @@ def last_position_logits(model: HookedTransformer, tokens: Tensor) -> Tensor:
     return x @ model.unembed.W_U + model.unembed.b_U
 
 
-def answer_loss(model: HookedTransformer, batch: Batch) -> Tensor:
-    """Cross-entropy of the answer at the ``=`` position; the model never sees the answer token."""
+def answer_loss(model: HookedTransformer, batch: Batch, step: int | None = None) -> Tensor:
+    """Cross-entropy of the answer at the ``=`` position; the model never sees the answer token (no schedule: ``step`` is unused)."""
     logits = last_position_logits(model, batch.tokens[:, :3])
     return F.cross_entropy(logits.float(), batch.tokens[:, 3])
 

@@ -33,7 +33,8 @@ class Recipe:
     # measured facts about retraining and reproducibility, printed under Training; a callable gets training.json
     card_notes: str | Callable[[dict], str] = ""
     eval_seed: int = 12345
-    loss_fn: Callable[[HookedTransformer, Batch], torch.Tensor] | None = None
+    # loss_fn(model, batch, step) -> the training loss; None: next-token loss over batch.loss_mask
+    loss_fn: Callable[[HookedTransformer, Batch, int], torch.Tensor] | None = None
     # files the card links (e.g. a training-curve SVG) as {file name: text}, made from training.json only
     card_files: Callable[[dict], dict[str, str]] | None = None
 

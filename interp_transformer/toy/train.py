@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -57,8 +57,9 @@ def lr_at(step: int, settings: TrainSettings) -> float:
     return settings.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def masked_loss(model: HookedTransformer, batch: Batch) -> Tensor:
-    per_token = model(batch.tokens, return_type="loss", loss_per_token=True)
+def masked_loss(model: HookedTransformer, batch: Batch, fwd_hooks: Sequence = ()) -> Tensor:
+    """Mean next-token loss weighted by ``batch.loss_mask``; ``fwd_hooks`` run during the forward (e.g. to read patterns)."""
+    per_token = model.run_with_hooks(batch.tokens, return_type="loss", loss_per_token=True, fwd_hooks=fwd_hooks)
     mask = batch.loss_mask.to(per_token.dtype)
     return (per_token * mask).sum() / mask.sum()
 
@@ -69,12 +70,13 @@ def train(
     settings: TrainSettings,
     evaluate: Callable[[HookedTransformer], dict[str, float]] | None = None,
     checkpoint_dir: Path | None = None,
-    loss_fn: Callable[[HookedTransformer, Batch], Tensor] | None = None,
+    loss_fn: Callable[[HookedTransformer, Batch, int], Tensor] | None = None,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """AdamW on freshly sampled batches; evaluates (and checkpoints) every ``eval_every`` steps.
 
-    ``loss_fn`` defaults to the mean next-token loss over ``batch.loss_mask``. ``settings.threads`` and
+    ``loss_fn(model, batch, step)`` (``step`` counts from 0, for losses with a schedule) defaults to the
+    mean next-token loss over ``batch.loss_mask``. ``settings.threads`` and
     ``settings.deterministic`` hold only for the run: the caller's thread count and determinism come back after.
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -98,7 +100,8 @@ def _train(model, sample_batch, settings, evaluate, checkpoint_dir, loss_fn, log
     for step in range(settings.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, settings)
-        loss = (loss_fn or masked_loss)(model, sample_batch(generator, settings.batch_size))
+        batch = sample_batch(generator, settings.batch_size)
+        loss = masked_loss(model, batch) if loss_fn is None else loss_fn(model, batch, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip is not None:

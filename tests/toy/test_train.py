@@ -48,7 +48,7 @@ def test_thread_count_and_determinism_hold_for_the_run_only():
     """``threads``/``deterministic`` apply while training (seen from inside the loss) and are restored afterwards."""
     seen = []
 
-    def loss_fn(model, batch):
+    def loss_fn(model, batch, step):
         seen.append((torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()))
         return masked_loss(model, batch)
 

@@ -1,14 +1,15 @@
 """Reproduce the cards of the shipped sparse dictionaries, and show the demonstrated feature.
 
 For each dictionary under ``interp_transformer/toy/saes`` (an SAE on attn-only-2l-induction's final
-residual stream, a transcoder replacing ioi-mini's layer-1 MLP) every card figure is measured again
-on fresh data from the model's own training sampler, one batch per seed, and printed as mean ± std
-next to the value the card states: explained variance, L0, dead features, the model's loss clean,
-spliced and with the hook mean-ablated, and the loss recovered. For the induction SAE the features
-that best mark "the token after a repeated token" and its complement (fresh text) are searched for
-again from data (Youden's J over every feature), their precision, recall and mean activation in and
-out of those positions are printed, and their top-activating contexts and logit effects are written
-as feature dashboards.
+residual stream, a transcoder replacing modadd-1l's MLP) every card figure is measured again on
+fresh data from the model's own training sampler, one batch per seed, and printed as mean ± std
+next to the value the card states: explained variance, L0, dead features, the model's task loss
+(the predictions its sampler's ``loss_mask`` scores: every next token for the induction model, the
+answer at ``=`` for modadd-1l) clean, spliced and with the hook mean-ablated, and the loss
+recovered. For the induction SAE the features that best mark "the token after a repeated token"
+and its complement (fresh text) are searched for again from data (Youden's J over every feature),
+their precision, recall and mean activation in and out of those positions are printed, and their
+top-activating contexts and logit effects are written as feature dashboards.
 
     python analyses/sae_features.py --out out/sae_features
 """

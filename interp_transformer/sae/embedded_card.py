@@ -3,13 +3,18 @@
 Every figure is measured once per evaluation seed (a fresh batch of ``EVAL_SEQUENCES`` rows drawn
 by the embedded model's own ``sample_batch``) and reported as mean ± std, like the model cards:
 
+- The model reads each row up to its context (``model_input``: a row one token longer than
+  ``n_ctx``, like modadd's ``a b = answer``, ends in a token that is only ever a target).
 - ``explained_variance``: ``1 - sum ||y - y_hat||^2 / sum ||y - mean(y)||^2`` over the evaluated
-  positions (every position but ``<bos>`` and padding); ``y`` is the replaced hook's activation
-  (the residual stream for an SAE, the MLP's output for a transcoder).
+  positions (every position the model reads but padding and a leading ``<bos>``: ``evaluated_positions``);
+  ``y`` is the replaced hook's activation (the residual stream for an SAE, the MLP's output for a transcoder).
 - ``l0``: features active per evaluated position; ``dead_fraction``: features silent on the whole batch.
-- ``clean_loss`` / ``spliced_loss`` / ``mean_ablated_loss``: next-token loss of the model as shipped,
-  with the dictionary's reconstruction in place of the hook (``splice``, no error term), and with the
-  hook replaced by its mean; ``loss_recovered = (ablated - spliced) / (ablated - clean)``.
+- ``clean_loss`` / ``spliced_loss`` / ``mean_ablated_loss``: the model's task loss as shipped, with the
+  dictionary's reconstruction in place of the hook (``splice``, no error term), and with the hook
+  replaced by its mean; ``loss_recovered = (ablated - spliced) / (ablated - clean)``. The task loss is
+  the next-token loss weighted by the sampler's ``loss_mask`` (``scored_predictions``): the predictions
+  the model was trained on, so every real next token for the induction model and only the answer at
+  ``=`` for modadd-1l.
 - For a dictionary with feature labels (the induction SAE: ``repeated_pair`` and its complement
   ``no_repeated_pair``): each feature is *found*, not named. On the search seed's data every feature
   is scored by Youden's J (firing rate on the labelled positions minus firing rate elsewhere) and the
@@ -30,6 +35,7 @@ from interp_transformer.model import HookedTransformer
 from interp_transformer.sae.dictionary import SparseAutoencoder
 from interp_transformer.sae.splice import replaced_hook, splice
 from interp_transformer.toy.evaluation import Figure
+from interp_transformer.toy.train import Batch
 
 EVAL_SEQUENCES = 256
 SAE_CARD_SEEDS = tuple(range(12345, 12350))  # 5 evaluation seeds
@@ -37,21 +43,96 @@ SEARCH_SEED = 1  # the data the demonstrated feature is found on (training used 
 SEARCH_SEQUENCES = 512
 
 
-def sample_tokens(model_name: str, n: int, seed: int) -> Tensor:
-    """``[n pos]`` tokens from the embedded model's own training sampler, seeded."""
+def sample_batch(model_name: str, n: int, seed: int) -> Batch:
+    """``n`` rows (``tokens [n pos]``, ``loss_mask [n pos-1]``) from the embedded model's own training sampler, seeded."""
     from interp_transformer.toy.recipes import all_recipes
 
-    return all_recipes()[model_name].sample_batch(torch.Generator().manual_seed(seed), n).tokens
+    return all_recipes()[model_name].sample_batch(torch.Generator().manual_seed(seed), n)
+
+
+def sample_tokens(model_name: str, n: int, seed: int) -> Tensor:
+    """``[n pos]`` the model's input (``model_input``) for ``n`` rows of its training sampler, seeded."""
+    from interp_transformer.toy.recipes import all_recipes
+
+    return model_input(sample_batch(model_name, n, seed).tokens, all_recipes()[model_name].config.n_ctx)
+
+
+def model_input(rows: Tensor, n_ctx: int) -> Tensor:
+    """The part of ``[batch pos]`` rows a model with context ``n_ctx`` reads.
+
+    A row that fits is read whole; a row one token longer ends in a token that is only ever a target
+    (modadd-1l's ``a b = answer``: the model reads ``a b =``), so it is read without that token.
+    """
+    if rows.shape[1] <= n_ctx:
+        return rows
+    if rows.shape[1] == n_ctx + 1:
+        return rows[:, :-1]
+    raise ValueError(f"rows of {rows.shape[1]} tokens do not fit a context of {n_ctx} (nor do all but their last token)")
 
 
 def evaluated_positions(model: HookedTransformer, tokens: Tensor) -> Tensor:
-    """``[batch pos]`` True at every position but ``<bos>`` (position 0) and padding."""
+    """``[batch pos]`` True at every position of the model's input but padding and a ``<bos>`` at position 0.
+
+    ``<bos>`` is dropped only where a row starts with it (the induction model's rows do; modadd-1l's
+    ``a b =`` has none, so its position 0, the token ``a``, is evaluated).
+    """
     keep = torch.ones_like(tokens, dtype=torch.bool)
-    keep[:, 0] = False
+    bos = getattr(model.tokenizer, "bos_token_id", None)
+    if bos is not None:
+        keep[:, 0] = tokens[:, 0] != bos
     pad = getattr(model.tokenizer, "pad_token_id", None)
     if pad is not None:
         keep &= tokens != pad
     return keep
+
+
+def scored_predictions(model: HookedTransformer, batch: Batch) -> Tensor:
+    """``[batch pos-1]`` the weight of each next-token prediction in the task loss: ``loss_mask``, zero where padding is involved."""
+    weights = batch.loss_mask.double()
+    pad = getattr(model.tokenizer, "pad_token_id", None)
+    if pad is not None:
+        weights = weights * (batch.tokens[:, 1:] != pad) * (batch.tokens[:, :-1] != pad)
+    return weights
+
+
+def next_token_losses(logits: Tensor, rows: Tensor) -> Tensor:
+    """``[batch pos-1]`` cross-entropy of each row's next token, from the logits of the model's input (``model_input``)."""
+    log_probs = torch.log_softmax(logits[:, : rows.shape[1] - 1].float(), dim=-1)
+    return -log_probs.gather(-1, rows[:, 1:, None]).squeeze(-1)
+
+
+def task_loss(logits: Tensor, batch: Batch, weights: Tensor) -> float:
+    """The next-token loss weighted by ``weights`` (``scored_predictions``)."""
+    return float((next_token_losses(logits, batch.tokens).double() * weights).sum() / weights.sum())
+
+
+def evaluation_words(model: HookedTransformer) -> dict[str, str]:
+    """The card's words for what is read, evaluated and scored, found on the model's own rows by the functions above."""
+    batch = sample_batch(model.cfg.model_name, EVAL_SEQUENCES, SAE_CARD_SEEDS[0])
+    tokens = model_input(batch.tokens, model.cfg.n_ctx)
+    weights = scored_predictions(model, batch)
+    bos, pad = (getattr(model.tokenizer, name, None) for name in ("bos_token_id", "pad_token_id"))
+    has_bos = bos is not None and bool((tokens[:, 0] == bos).any())
+    has_pad = pad is not None and bool((tokens == pad).any())
+    dropped = [what for what, found in (("the leading `<bos>`", has_bos), ("padding", has_pad)) if found]
+    scored = weights[0] > 0
+    if not (bool((weights == weights[:1]).all()) and bool(((weights == 0) | (weights == 1)).all())):
+        loss = "the next-token loss weighted by the sampler's `loss_mask`"
+    elif bool(scored.all()):
+        loss = "the mean next-token loss over every prediction (the sampler's `loss_mask` scores them all)"
+    else:
+        positions = scored.nonzero()[:, 0].tolist()
+        where = ", ".join(f"{position} (`{model.to_str_tokens(tokens[0])[position]}`)" for position in positions)
+        word = "positions" if len(positions) > 1 else "position"
+        loss = f"the next-token loss where the sampler's `loss_mask` scores it: the prediction made at {word} {where} only"
+    return {
+        "reads": ("the model reads whole rows" if tokens.shape == batch.tokens.shape else
+                  f"the model reads the first {tokens.shape[1]} of each row's {batch.tokens.shape[1]} tokens; "
+                  "the last is only ever a target"),
+        "positions": f"every position read but {' and '.join(dropped)}" if dropped else f"all {tokens.shape[1]} positions read",
+        "bos": "`<bos>` included" if has_bos else "which have no `<bos>`",
+        "loss": loss,
+    }
 
 
 def second_copy_positions(tokens: Tensor) -> Tensor:
@@ -100,10 +181,10 @@ def find_feature(acts: Tensor, labels: Tensor) -> int:
 
 
 def _activations(model: HookedTransformer, sae: SparseAutoencoder, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-token clean loss ``[batch pos-1]``, the dictionary's input and the replaced hook's activation."""
+    """Clean logits, the dictionary's input and the replaced hook's activation, on the model's input ``tokens``."""
     hooks = [sae.cfg.hook_name, replaced_hook(sae)]
-    loss, cache = model.run_with_cache(tokens, return_type="loss", loss_per_token=True, names_filter=lambda name: name in hooks)
-    return loss, cache[hooks[0]], cache[hooks[1]]
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+    return logits, cache[hooks[0]], cache[hooks[1]]
 
 
 def feature_rows(model: HookedTransformer, sae: SparseAutoencoder, tokens: Tensor, label: str) -> tuple[Tensor, Tensor]:
@@ -114,22 +195,24 @@ def feature_rows(model: HookedTransformer, sae: SparseAutoencoder, tokens: Tenso
 
 
 @torch.no_grad()
-def seed_figures(model: HookedTransformer, sae: SparseAutoencoder, tokens: Tensor, features: dict[str, int] | None = None) -> dict[str, float]:
-    """Every card figure on one batch of tokens; ``features`` maps a label of ``FEATURE_LABELS`` to the feature found for it."""
+def seed_figures(
+    model: HookedTransformer, sae: SparseAutoencoder, batch: Batch, features: dict[str, int] | None = None
+) -> dict[str, float]:
+    """Every card figure on one batch of sampler rows; ``features`` maps a label of ``FEATURE_LABELS`` to the feature found for it."""
+    tokens = model_input(batch.tokens, model.cfg.n_ctx)
     keep = evaluated_positions(model, tokens)
-    targets = keep[:, 1:]  # predictions of a real next token
-    clean_loss, sae_in, y = _activations(model, sae, tokens)
+    weights = scored_predictions(model, batch)
+    clean_logits, sae_in, y = _activations(model, sae, tokens)
     acts = sae.encode(sae_in)
     y_hat = sae.decode(acts)
     y_kept, error = y[keep], (y - y_hat)[keep]
     with splice(model, sae):
-        spliced = model(tokens, return_type="loss", loss_per_token=True)
+        spliced_logits = model(tokens)
     mean = y_kept.mean(0)
-    ablated = model.run_with_hooks(
-        tokens, return_type="loss", loss_per_token=True,
-        fwd_hooks=[(replaced_hook(sae), lambda activation, hook: mean.expand_as(activation).clone())],
+    ablated_logits = model.run_with_hooks(
+        tokens, fwd_hooks=[(replaced_hook(sae), lambda activation, hook: mean.expand_as(activation).clone())],
     )
-    clean, spliced, ablated = (float(loss[targets].mean()) for loss in (clean_loss, spliced, ablated))
+    clean, spliced, ablated = (task_loss(logits, batch, weights) for logits in (clean_logits, spliced_logits, ablated_logits))
     figures = {
         "explained_variance": float(1 - error.pow(2).sum() / (y_kept - mean).pow(2).sum()),
         "l0": float((acts[keep] > 0).sum(-1).double().mean()),
@@ -159,12 +242,12 @@ def _last_layer_attention_to_bos(model: HookedTransformer, tokens: Tensor) -> Te
 
 
 FIGURE_HOW = {
-    "explained_variance": "fraction of the replaced hook's variance the reconstruction explains, every position but <bos> and padding",
+    "explained_variance": "fraction of the replaced hook's variance the reconstruction explains, over the evaluated positions",
     "l0": "features active per position (same positions)",
     "dead_fraction": "features that never fire on the batch",
-    "clean_loss": "next-token loss of the shipped model",
-    "spliced_loss": "next-token loss with the dictionary spliced in (reconstruction only, no error term)",
-    "mean_ablated_loss": "next-token loss with the hook replaced by its mean (the floor the dictionary must beat)",
+    "clean_loss": "task loss (next-token loss weighted by the sampler's loss_mask) of the shipped model",
+    "spliced_loss": "task loss with the dictionary spliced in (reconstruction only, no error term)",
+    "mean_ablated_loss": "task loss with the hook replaced by its mean over the evaluated positions (the floor the dictionary must beat)",
     "loss_recovered": "(mean_ablated_loss - spliced_loss) / (mean_ablated_loss - clean_loss)",
     "feature_precision": "of the positions where the feature fires, the fraction that are labelled",
     "feature_recall": "of the labelled positions, the fraction where the feature fires",
@@ -188,5 +271,5 @@ def card_figures(model: HookedTransformer, sae: SparseAutoencoder, seeds: Sequen
     """The card's figures over ``seeds`` (fresh ``EVAL_SEQUENCES`` rows each), mean ± std."""
     if len(seeds) < 2:
         raise ValueError(f"a spread needs at least 2 evaluation seeds, got {list(seeds)}; pass more seeds")
-    per_seed = [seed_figures(model, sae, sample_tokens(model.cfg.model_name, EVAL_SEQUENCES, seed), features) for seed in seeds]
+    per_seed = [seed_figures(model, sae, sample_batch(model.cfg.model_name, EVAL_SEQUENCES, seed), features) for seed in seeds]
     return [Figure(name, tuple(values[name] for values in per_seed), _how(name)) for name in per_seed[0]]

@@ -1,12 +1,13 @@
 """Recipes for the shipped dictionaries: cache an embedded model's activations, train, write the folder and card.
 
     python -m interp_transformer.sae.embedded_recipes attn-only-2l-induction-resid-sae   # retrain and rewrite
-    python -m interp_transformer.sae.embedded_recipes ioi-mini-mlp1-transcoder --card-only
+    python -m interp_transformer.sae.embedded_recipes modadd-1l-mlp0-transcoder --card-only
 
-Data are ``n_sequences`` rows from the embedded model's own training sampler (seed ``data_seed``),
-cached with ``cache_dataset`` into a temporary store; the SAE is trained by ``train_sae``, the
-transcoder by ``train_transcoder``. The folder gets SAELens's files plus ``training.json`` (settings,
-logged metrics, time, and the sha256 of the model weights it was trained on) and ``SAE_CARD.md``.
+Data are ``n_sequences`` rows from the embedded model's own training sampler (seed ``data_seed``), as
+much of each as the model reads (``model_input``), cached with ``cache_dataset`` into a temporary
+store; the SAE is trained by ``train_sae``, the transcoder by ``train_transcoder``. The folder gets
+SAELens's files plus ``training.json`` (settings, logged metrics, time, and the sha256 of the model
+weights it was trained on) and ``SAE_CARD.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ import torch
 from interp_transformer.model import HookedTransformer
 from interp_transformer.sae.dictionary import SparseAutoencoder
 from interp_transformer.sae.embedded import SAES_DIR
-from interp_transformer.sae.embedded_card import EVAL_SEQUENCES, FEATURE_LABELS, SAE_CARD_SEEDS, SEARCH_SEED, SEARCH_SEQUENCES, card_figures, feature_rows, find_feature, sample_tokens
+from interp_transformer.sae.embedded_card import (
+    EVAL_SEQUENCES, FEATURE_LABELS, SAE_CARD_SEEDS, SEARCH_SEED, SEARCH_SEQUENCES, card_figures, evaluation_words, feature_rows,
+    find_feature, sample_tokens,
+)
 from interp_transformer.store import cache_dataset
 from interp_transformer.toy.evaluation import Figure, results_table
 
@@ -45,6 +49,7 @@ class DictionaryRecipe:
     data_seed: int = 0
     seed: int = 0
     feature_labels: tuple[str, ...] = ()  # keys of FEATURE_LABELS: the meanings a feature is searched for
+    notes: str = ""  # printed under the card's results
 
 
 RECIPES = {
@@ -56,9 +61,13 @@ RECIPES = {
             description="TopK SAE on the final residual stream (after both attention layers) of attn-only-2l-induction",
         ),
         DictionaryRecipe(
-            name="ioi-mini-mlp1-transcoder", model="ioi-mini", hook="blocks.1.ln2.hook_normalized", hook_out="blocks.1.hook_mlp_out",
-            d_sae=1024, k=16, steps=1500,
-            description="TopK transcoder replacing ioi-mini's layer-1 MLP: reads the normalized MLP input, predicts the MLP's output",
+            name="modadd-1l-mlp0-transcoder", model="modadd-1l", hook="blocks.0.hook_resid_mid", hook_out="blocks.0.hook_mlp_out",
+            d_sae=128, k=16, steps=6000, lr=3e-3, n_sequences=2048,
+            description="TopK transcoder replacing modadd-1l's MLP: reads the MLP's input (the residual stream after attention; "
+                        "the model has no LayerNorm), predicts the MLP's output",
+            notes="modadd-1l's sampler draws from a fixed split of 3,830 training pairs, so each evaluation batch shares about "
+                  "half its rows with the 2,048 the transcoder was trained on. `tests/sae/test_embedded_saes.py` also measures "
+                  "the reconstruction and the answer's loss on pairs outside that split (held out from the model too).",
         ),
     )
 }
@@ -119,7 +128,8 @@ def figures_for(name: str, seeds=SAE_CARD_SEEDS, folder: Path | None = None) -> 
         return card_figures(model, sae, seeds, training["features"])
 
 
-def sae_card(recipe: DictionaryRecipe, training: dict, figures: list[Figure]) -> str:
+def sae_card(recipe: DictionaryRecipe, training: dict, figures: list[Figure], words: dict[str, str]) -> str:
+    """The card's text; ``words`` (``evaluation_words``) say what the model reads and what is evaluated and scored."""
     last = training["history"][-1]
     settings = training["settings"]
     kind = "transcoder" if recipe.hook_out else "SAE"
@@ -131,17 +141,20 @@ def sae_card(recipe: DictionaryRecipe, training: dict, figures: list[Figure]) ->
         f"(weights sha256 `{training['model_sha256'][:16]}...`).", "",
         "## Training",
         f"{recipe.n_sequences} sequences from {recipe.model}'s own training sampler (seed {recipe.data_seed}), every position "
-        f"cached with `cache_dataset`; {settings['steps']} Adam steps of {settings['batch_size']} rows at lr={settings['lr']}, "
-        f"AuxK loss for dead features, seed {recipe.seed}. Took {training['train_seconds']} s on {training['threads']} CPU thread(s) "
-        f"(torch {training['torch']}). Last logged: explained variance {last['explained_variance']:.3f}, L0 {last['l0']:.1f} "
-        f"(training rows, `<bos>` included).", "",
+        f"the model reads cached with `cache_dataset` ({words['reads']}); {settings['steps']} Adam steps of "
+        f"{settings['batch_size']} rows at lr={settings['lr']}, AuxK loss for dead features, seed {recipe.seed}. Took "
+        f"{training['train_seconds']} s on {training['threads']} CPU thread(s) (torch {training['torch']}). Last logged: explained variance {last['explained_variance']:.3f}, L0 {last['l0']:.1f} "
+        f"(training rows, {words['bos']}).", "",
         "## Results",
         f"A value `mean ± std` is over {len(figures[0].values)} evaluation seeds ({SAE_CARD_SEEDS[0]}-{SAE_CARD_SEEDS[-1]}), "
-        f"each a fresh batch of {EVAL_SEQUENCES} sequences from {recipe.model}'s training sampler; positions are every position "
-        "but `<bos>` and padding, losses are over every real next token. Print them with `python analyses/sae_features.py`; regenerate this card with "
+        f"each a fresh batch of {EVAL_SEQUENCES} sequences from {recipe.model}'s training sampler "
+        f"({words['reads']}). Explained variance, L0 and the mean for the ablation are over {words['positions']}; the losses are "
+        f"{words['loss']}. Print them with `python analyses/sae_features.py`; regenerate this card with "
         f"`python -m interp_transformer.sae.embedded_recipes {recipe.name} --card-only`.", "",
         results_table(figures), "",
     ]
+    if recipe.notes:
+        text += [recipe.notes, ""]
     if recipe.feature_labels:
         by_figure = {figure.name: figure for figure in figures}
         j = {label: by_figure[f"{label}_feature_youden_j"].mean for label in recipe.feature_labels}
@@ -194,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     training = json.loads((folder / "training.json").read_text())
     figures = figures_for(recipe.name, folder=folder)
     print(results_table(figures))
-    (folder / "SAE_CARD.md").write_text(sae_card(recipe, training, figures))
+    words = evaluation_words(HookedTransformer.from_pretrained(recipe.model).eval())
+    (folder / "SAE_CARD.md").write_text(sae_card(recipe, training, figures, words))
     print(f"wrote {folder}")
     return 0
 

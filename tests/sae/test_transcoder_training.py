@@ -9,17 +9,18 @@ from interp_transformer import HookedTransformer
 from interp_transformer.sae import Transcoder
 from interp_transformer.sae.transcoder_training import paired_batches, train_transcoder
 from interp_transformer.store import ActivationStore, cache_dataset
+from interp_transformer.toy import modadd
 
-MODEL = "ioi-mini"
-HOOK_IN, HOOK_OUT = "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"
+MODEL = "modadd-1l"  # the one embedded model with an MLP: one layer, no LayerNorm, so the MLP reads resid_mid as it is
+HOOK_IN, HOOK_OUT = "blocks.0.hook_resid_mid", "blocks.0.hook_mlp_out"
 
 
 @pytest.fixture(scope="module")
 def mlp_store(tmp_path_factory):
     model = HookedTransformer.from_pretrained(MODEL).eval()
-    tokens = torch.randint(0, model.cfg.d_vocab, (96, 16), generator=torch.Generator().manual_seed(0))
+    tokens = modadd.all_pairs()[:1024, :3]  # `a b =` over train and held-out pairs alike: 3,072 rows per hook
     out = tmp_path_factory.mktemp("mlp_store")
-    cache_dataset(model, tokens, [HOOK_IN, HOOK_OUT], out, progress=False, sequences_per_shard=32)
+    cache_dataset(model, tokens, [HOOK_IN, HOOK_OUT], out, progress=False, sequences_per_shard=256)
     return model, out
 
 
@@ -27,8 +28,7 @@ def test_paired_rows_are_the_same_positions(mlp_store):
     model, store = mlp_store
     x, y = next(paired_batches(ActivationStore(store), HOOK_IN, HOOK_OUT, batch_size=300, buffer_size=512, seed=3))
     with torch.no_grad():
-        # hook_normalized is taken before the LayerNorm's weight and bias; the MLP reads it after them
-        expected = model.blocks[1].mlp(x * model.blocks[1].ln2.w + model.blocks[1].ln2.b)
+        expected = model.blocks[0].mlp(x)
     torch.testing.assert_close(y, expected, atol=1e-4, rtol=1e-4,
                                msg="the target rows are not the MLP outputs of the input rows: the two streams lost step")
 
@@ -59,5 +59,5 @@ def test_bad_settings_name_what_to_change(mlp_store):
         train_transcoder(store, HOOK_IN, HOOK_OUT, d_sae=64, k=4, steps=1, resample_every=10, progress=False)
     with pytest.raises(ValueError, match="train_sae"):
         train_transcoder(store, HOOK_IN, HOOK_IN, d_sae=64, k=4, steps=1, progress=False)
-    with pytest.raises(KeyError, match="blocks.0.hook_mlp_out"):
-        train_transcoder(store, HOOK_IN, "blocks.0.hook_mlp_out", d_sae=64, k=4, steps=1, progress=False)
+    with pytest.raises(KeyError, match="blocks.0.hook_attn_out"):
+        train_transcoder(store, HOOK_IN, "blocks.0.hook_attn_out", d_sae=64, k=4, steps=1, progress=False)

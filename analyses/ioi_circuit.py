@@ -1,13 +1,15 @@
 """The IOI circuit of ``ioi-mini``, recovered with path patching and shown the way Wang et al. (2022) show GPT-2's.
 
-Works backwards from the logits, as Wang et al. do, on IOI prompts whose names never occur in an
-IOI training sentence (``--split heldout``, the default), corrupted to ABC prompts (IO, S1 and S2
+Works backwards from the logits, as Wang et al. do, on IOI prompts whose names and templates never
+occur in an IOI training sentence (``--split heldout``, the default), corrupted to ABC prompts (IO, S1 and S2
 replaced by three different names). Each step path-patches every head into one receiver set and
 keeps the heads that move the IO-minus-S logit difference by more than ``--threshold`` of it:
 
-1. **Name movers**: the heads whose direct path to the logits carries the answer and that attend
-   from the end (END) to the IO; evidence: END->IO attention and the copying score of their OV
-   circuit (share of names whose own logit is in the top 5, Wang et al.'s measure).
+1. **Name movers**: the heads whose direct path to the logits carries the answer, that attend
+   from the end (END) to the IO more than to S, and that copy what they read there: their OV
+   circuit puts the IO in its top 5 logits on at least ``--copying`` of the prompts when fed the
+   residual stream at the IO (Wang et al.'s copying score, in context; the weights-only score, from
+   the bare embedding, is printed too).
 2. **S-inhibition heads**: the heads whose output, patched into the name movers' *queries* only,
    lowers the logit difference; evidence: END->S2 attention, and the name movers' attention moving
    from the IO back to S when the S-inhibition heads' ABC output reaches their queries.
@@ -18,10 +20,8 @@ keeps the heads that move the IO-minus-S logit difference by more than ``--thres
 Writes each path-patching grid as CSV to --out and prints the classes with their evidence, and
 always the heads with the largest direct paths and where they look from END.
 
-On the shipped ``ioi-mini`` the search stops at step 1: the heads with the largest direct paths
-(L2H3, L2H1, L2H2) attend from END to S2, not the IO, and lower S's logit (subject suppression), so
-no name movers, and hence no S-inhibition or duplicate-token heads feeding them, are found. The
-script is written for a model that has Wang et al.'s circuit and reports honestly when one does not.
+It reports honestly when a step finds nothing (a model without name movers stops at step 1).
+The heads it finds on the shipped ``ioi-mini`` are the ones its model card names (``ioi.HEAD_CLASSES``).
 
     python analyses/ioi_circuit.py --out out/ioi_circuit
 """
@@ -41,14 +41,12 @@ from interp_transformer.toy.ioi_heads import (
     direct_effects,
     effects_through,
     group_effect_through,
+    in_context_copy_score,
     ioi_run,
     label,
     name_copy_score,
     name_mover_attention_with_patched_queries,
 )
-from interp_transformer.toy.words import IOI_NAMES_HELDOUT, IOI_NAMES_TRAIN
-
-SPLITS = {"heldout": IOI_NAMES_HELDOUT, "train_names": IOI_NAMES_TRAIN}  # names never / always in IOI training sentences
 
 
 def heads_below(effects: torch.Tensor, threshold: float) -> list[tuple[int, int]]:
@@ -63,27 +61,30 @@ def save_grid(values: torch.Tensor, path: Path) -> None:
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
-def find_circuit(model: HookedTransformer, n_prompts: int, split: str, threshold: float, seed: int, out: Path) -> dict:
-    names = SPLITS[split]
+def find_circuit(model: HookedTransformer, n_prompts: int, split: str, threshold: float, copying: float, seed: int, out: Path) -> dict:
+    names, templates = ioi.SPLITS[split]
     generator = torch.Generator().manual_seed(seed)
-    run = ioi_run(model, ioi.ioi_prompts(n_prompts, names, generator), names, generator)
+    run = ioi_run(model, ioi.ioi_prompts(n_prompts, names, generator, templates), names, generator)
     to_io, to_s1, to_s2 = (attention(run, "END", slot) for slot in ("IO", "S1", "S2"))
 
     direct = direct_effects(model, run)
     save_grid(direct, out / "path_heads_to_logits.csv")
-    name_movers = [head for head in heads_below(direct, threshold) if to_io[head] > to_s1[head] + to_s2[head]]
+    copies = {head: in_context_copy_score(model, head, run.prompts) for head in heads_below(direct, threshold)}
+    name_movers = [head for head, copied in copies.items() if to_io[head] > to_s1[head] + to_s2[head] and copied >= copying]
     circuit = {"clean_logit_diff": round(run.clean_logit_diff, 3), "name_movers": [], "s_inhibition": [],
                "duplicate_token": [], "induction": []}
     # What carries the answer whatever its kind: a head that attends END->S2 here suppresses S instead of moving IO.
     circuit["largest_direct_paths"] = [
         {"head": label(head), "direct_effect": round(direct[head].item(), 3), "attention_END_to_IO": round(to_io[head].item(), 3),
-         "attention_END_to_S1": round(to_s1[head].item(), 3), "attention_END_to_S2": round(to_s2[head].item(), 3)}
+         "attention_END_to_S1": round(to_s1[head].item(), 3), "attention_END_to_S2": round(to_s2[head].item(), 3),
+         "copying_score_in_context": round(copies[head], 3)}
         for head in heads_below(direct, threshold)
     ]
     for head in name_movers:
         circuit["name_movers"].append({
             "head": label(head), "direct_effect": round(direct[head].item(), 3), "attention_END_to_IO": round(to_io[head].item(), 3),
             "attention_END_to_S": round((to_s1[head] + to_s2[head]).item(), 3), "copying_score": round(name_copy_score(model, head), 3),
+            "copying_score_in_context": round(copies[head], 3),
         })
     if not name_movers:
         return circuit
@@ -122,13 +123,15 @@ def print_circuit(circuit: dict, split: str, n_prompts: int) -> None:
     print("Heads whose direct path to the logits carries the answer:")
     for row in circuit["largest_direct_paths"]:
         print(f"  {row['head']}: direct path {row['direct_effect']:+.2f}, END->IO {row['attention_END_to_IO']:.2f}, "
-              f"END->S1 {row['attention_END_to_S1']:.2f}, END->S2 {row['attention_END_to_S2']:.2f}")
+              f"END->S1 {row['attention_END_to_S1']:.2f}, END->S2 {row['attention_END_to_S2']:.2f}, "
+              f"copying in context {row['copying_score_in_context']:.2f}")
     print("Name movers: attend END -> IO and copy it (direct path to the logits)")
     if not circuit["name_movers"]:
-        print("  none: no head with a direct path attends from END to the IO more than to S; the search stops here")
+        print("  none: no head with a direct path attends from END to the IO more than to S and copies it; the search stops here")
     for row in circuit["name_movers"]:
         print(f"  {row['head']}: direct path {row['direct_effect']:+.2f}, END->IO {row['attention_END_to_IO']:.2f} "
-              f"(END->S {row['attention_END_to_S']:.2f}), copying score {row['copying_score']:.2f}")
+              f"(END->S {row['attention_END_to_S']:.2f}), copying score {row['copying_score']:.2f} "
+              f"(in context {row['copying_score_in_context']:.2f})")
     print("S-inhibition heads: attend END -> S2 and steer the name movers' queries")
     if circuit["name_movers"] and not circuit["s_inhibition"]:
         print("  none: no earlier head's path into the name movers' queries moves the logit difference")
@@ -149,15 +152,16 @@ def print_circuit(circuit: dict, split: str, n_prompts: int) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ioi-mini", help="ioi-mini or a folder holding a retrained copy")
-    parser.add_argument("--split", default="heldout", choices=sorted(SPLITS))
+    parser.add_argument("--split", default="heldout", choices=sorted(ioi.SPLITS))
     parser.add_argument("--prompts", type=int, default=100)
-    parser.add_argument("--threshold", type=float, default=0.1)
+    parser.add_argument("--threshold", type=float, default=0.05, help="smallest relative effect a path must have")
+    parser.add_argument("--copying", type=float, default=0.9, help="smallest in-context copying score of a name mover")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/ioi_circuit"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     model = HookedTransformer.from_pretrained(args.model)
-    circuit = find_circuit(model, args.prompts, args.split, args.threshold, args.seed, args.out)
+    circuit = find_circuit(model, args.prompts, args.split, args.threshold, args.copying, args.seed, args.out)
     print_circuit(circuit, args.split, args.prompts)
     return circuit
 

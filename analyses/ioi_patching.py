@@ -11,9 +11,13 @@ residual stream carries the answer, the heads whose output restores it, the head
 path to the logits restores it and where they look from the end (S2, IO or S1), and how well
 attribution patching predicts the real head patching.
 
-On ``ioi-mini`` the heads with the largest direct path are layer-2 heads that attend from the end
-to S2, the subject's second mention, and lower the subject's logit: subject-suppression heads, not
-name movers in Wang et al.'s sense (those attend to the IO and copy it into the logits).
+On ``ioi-mini`` the output of one head, the duplicate-token head L0H0, restores the whole logit
+difference by itself: with S2 renamed to the IO, nothing marks the subject as repeated, and S2 is
+where L0H0 reads the repeat. The heads with the largest direct paths are the name movers, which
+attend from the end to the IO (see analyses/ioi_circuit.py for the full circuit). Attribution
+patching tracks this head patching poorly here (correlation ~0.2): L0H0's effect is all-or-nothing
+(its attention and the S-inhibition heads' attention saturate), which a first-order estimate
+cannot follow. On the IO/S swap of tests/patching it tracks well (r > 0.85).
 
     python analyses/ioi_patching.py --out out/ioi
 """
@@ -91,12 +95,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ioi-mini")
     parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the name pairs")
     parser.add_argument("--out", type=Path, default=Path("out/ioi_patching"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
     model = HookedTransformer.from_pretrained(args.model)
-    clean, corrupted, io_ids, s_ids = ioi_pairs(model, args.prompts)
+    clean, corrupted, io_ids, s_ids = ioi_pairs(model, args.prompts, args.seed)
     with torch.no_grad():
         clean_logits, clean_cache = model.run_with_cache(clean)
         corrupted_logits = model(corrupted)

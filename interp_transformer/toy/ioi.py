@@ -1,10 +1,22 @@
-"""Recipe for ``ioi-mini``: a small model with MLPs trained on templated indirect-object sentences.
+"""Recipe for ``ioi-mini``: an attention-only model organism of Wang et al.'s (2022) IOI circuit.
 
 "When Mary and John went to the store , John gave a drink to" -> "Mary". The subject (S) is
-named twice, the indirect object (IO) once; the answer is the IO. Names split into a training
-set and a held-out set. Held-out names appear in training only in copying sentences
-("Hannah met Hugo . Hannah met Hugo ."), never in an IOI sentence, so held-out accuracy
-measures whether the model learned the IOI algorithm rather than memorised names.
+named twice (S1, S2), the indirect object (IO) once; the answer is the IO. 250 names appear in
+IOI training sentences (``NAMES_IN_IOI``), only on the training templates. The other 121 names
+(``NAMES_HELDOUT``) appear only in copying text: a sentence with one name repeated at its end
+("Mia went to the park . Everyone at the park waved to Mia"), or a sentence said twice
+(induction). Held-out names on held-out templates measure whether the model found the IO by a
+general mechanism rather than by memory.
+
+Trained on next-token loss alone, small models solve this task another way: every run we tried
+copied both names and suppressed the one at S2 (no name movers). So for the first
+``HINT_STEPS`` steps the loss also asks five heads to attend where Wang et al.'s head classes
+attend (``ATTENTION_HINTS``): a duplicate-token head from S2 to S1, two S-inhibition heads from
+the end to S2, two name movers from the end to the IO. After that the hint is dropped and
+training continues on next-token loss only. The hint fixes *where* those heads look, nothing
+else: what they write (the name movers' OV copying), how the S-inhibition heads steer the name
+movers (path patching into their queries), which heads join each class, and the held-out
+accuracy are learned, and are what the card measures.
 """
 
 from __future__ import annotations
@@ -18,39 +30,84 @@ from torch import Tensor
 from interp_transformer.config import TransformerConfig
 from interp_transformer.model import HookedTransformer
 from interp_transformer.toy.evaluation import Figure
+from interp_transformer.toy.ioi_names import MORE_NAMES
 from interp_transformer.toy.recipes import Recipe
 from interp_transformer.toy.tokenizer import build_word_tokenizer
-from interp_transformer.toy.train import Batch, TrainSettings
+from interp_transformer.toy.train import Batch, TrainSettings, masked_loss
 from interp_transformer.toy.words import IOI_NAMES_HELDOUT, IOI_NAMES_TRAIN, IOI_OBJECTS, IOI_PLACES
 
-# {A} is the indirect object (the answer), {B} the subject named twice. Each template also
-# runs with the first two names swapped, so the IO is first or second equally often.
-TEMPLATES = (
+# With many names in the IOI sentences, knowing which names ever answer is worth little; the
+# held-out names compete with them only through copying.
+N_MORE_IOI_NAMES = 150
+NAMES_IN_IOI = IOI_NAMES_TRAIN + MORE_NAMES[:N_MORE_IOI_NAMES]
+NAMES_HELDOUT = IOI_NAMES_HELDOUT + MORE_NAMES[N_MORE_IOI_NAMES:]  # never in an IOI training sentence
+ALL_NAMES = IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT + MORE_NAMES
+
+# {A} is the indirect object (the answer), {B} the subject named twice; "{A} and {B}" is swapped
+# to "{B} and {A}" half the time, so the IO comes first or second equally often.
+TRAIN_TEMPLATES = (
     "When {A} and {B} went to the {place} , {B} gave a {object} to",
     "When {A} and {B} got a {object} at the {place} , {B} decided to give it to",
+    "When {A} and {B} got a {object} at the {place} , {B} decided to give the {object} to",
     "After {A} and {B} went to the {place} , {B} handed a {object} to",
     "While {A} and {B} were at the {place} , {B} gave a {object} to",
+    "While {A} and {B} were commuting to the {place} , {B} gave a {object} to",
     "Then , {A} and {B} had a long day at the {place} . {B} gave a {object} to",
+    "Then , {A} and {B} went to the {place} . {B} gave a {object} to",
+    "Then , {A} and {B} were working at the {place} . {B} decided to give a {object} to",
+    "Then , {A} and {B} were thinking about going to the {place} . {B} wanted to give a {object} to",
+    "Then , {A} and {B} had a long argument , and afterwards {B} said to",
     "Friends {A} and {B} found a {object} at the {place} . {B} gave it to",
     "The {place} was quiet when {A} and {B} arrived . {B} passed a {object} to",
     "Yesterday {A} and {B} visited the {place} , and {B} showed a {object} to",
+    "After the lunch , {A} and {B} went to the {place} . {B} gave a {object} to",
+    "Afterwards , {A} and {B} went to the {place} . {B} gave a {object} to",
 )
-COPY_TEMPLATE = "{A} met {B} at the {place} . {A} met {B} at the {place} ."
-COPY_FRACTION = 0.25
-SEQ_LEN = 24
-FILLER_WORDS = sorted({w for t in TEMPLATES + (COPY_TEMPLATE,) for w in t.split() if not w.startswith("{")})
-VOCAB = FILLER_WORDS + IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT + IOI_PLACES + IOI_OBJECTS
+HELDOUT_TEMPLATES = (  # never in an IOI training sentence; their words all occur in the training text
+    "The {place} {A} and {B} went to had a {object} . {B} gave it to",
+    "Then , {A} and {B} had a lot of fun at the {place} . {B} gave a {object} to",
+    "While {A} and {B} were working at the {place} , {B} gave a {object} to",
+    "Yesterday , {A} and {B} found a {object} . Later {B} handed it to",
+    "At the {place} , {A} and {B} were quiet . Then {B} showed a {object} to",
+)
+# Copying text over every name. One name, copied at the end (the answer is the only name there):
+SINGLE_NAME_TEMPLATES = (
+    "{A} went to the {place} . Everyone at the {place} waved to",
+    "{A} found a {object} . Later the {object} was given back to",
+    "It was a lot of fun at the {place} with {A} . Then we gave a {object} to",
+    "At the {place} , {A} was quiet . We said hello to",
+    "The {object} was at the {place} . {A} wanted it , so we handed it to",
+    "Then , {A} had a long day at the {place} and afterwards talked to",
+)
+# ... or a sentence said twice (induction); its second copy is scored from its second token on.
+REPEAT_TEMPLATES = (
+    "{A} met {B} at the {place} .",
+    "{A} , {B} and {C} had a {object} .",
+    "Later {A} and {B} went to the {place} .",
+)
+PREFIXES = ("", "", "", "It was a nice day .", "In the morning ,", "Later that week ,", "Then ,", "It was quiet .")
+IOI_FRACTION = 0.5  # of each batch; the rest is copying text, half single-name and half repeats
+ANSWER_WEIGHT = 10.0  # extra loss weight on the predictions the tasks score (IO, copied name, repeat)
+SEQ_LEN = 32
+_ALL_TEXT = TRAIN_TEMPLATES + HELDOUT_TEMPLATES + SINGLE_NAME_TEMPLATES + REPEAT_TEMPLATES + PREFIXES
+FILLER_WORDS = sorted({w for t in _ALL_TEXT for w in t.split() if not w.startswith("{")})
+VOCAB = FILLER_WORDS + ALL_NAMES + IOI_PLACES + IOI_OBJECTS
 
 
 @functools.cache
 def tokenizer():
-    """The word-level tokenizer, built once: the data sampler tokenizes every step."""
+    """The word-level tokenizer, built once: the data sampler uses its vocabulary every step."""
     return build_word_tokenizer(VOCAB)
 
 
+@functools.cache
+def _word_ids() -> dict[str, int]:
+    return dict(tokenizer().get_vocab())
+
+
 CONFIG = TransformerConfig(
-    d_model=128, n_layers=3, n_heads=4, d_head=32, d_mlp=512, d_vocab=3 + len(VOCAB), n_ctx=SEQ_LEN,
-    act_fn="gelu_new", normalization_type="LN", init_range=0.07, seed=0, model_name="ioi-mini",
+    d_model=128, n_layers=3, n_heads=8, d_head=16, d_mlp=None, attn_only=True, d_vocab=3 + len(VOCAB), n_ctx=SEQ_LEN,
+    normalization_type="LN", init_range=0.05, seed=0, model_name="ioi-mini",
 )
 
 
@@ -63,59 +120,137 @@ class IOIPrompts(NamedTuple):
     end_pos: Tensor  # [batch]: position whose next-token prediction is the answer
 
 
-def _pick(options: list[str], generator: torch.Generator) -> str:
-    return options[int(torch.randint(len(options), (1,), generator=generator))]
+def _randint(n: int, generator: torch.Generator) -> int:
+    return int(torch.randint(n, (1,), generator=generator))
 
 
-def ioi_sentence(names: list[str], generator: torch.Generator) -> tuple[str, str, str]:
-    """One prompt (without the answer), the IO name and the S name."""
-    template = _pick(list(TEMPLATES), generator)
-    order = torch.randperm(len(names), generator=generator)[:2].tolist()
-    io, s = names[order[0]], names[order[1]]
-    if bool(torch.rand(1, generator=generator) < 0.5):  # BABA order: subject named first
+def _pick(options: Sequence[str], generator: torch.Generator) -> str:
+    return options[_randint(len(options), generator)]
+
+
+def _fill(text: str, values: dict[str, str]) -> list[int]:
+    """Token ids of a template with its ``{slots}`` filled (words and names are single tokens)."""
+    ids = _word_ids()
+    return [ids[values[word[1:-1]]] if word.startswith("{") else ids[word] for word in text.split()]
+
+
+def _slot_values(names: Sequence[str], generator: torch.Generator) -> dict[str, str]:
+    a, b, c = (names[i] for i in torch.randperm(len(names), generator=generator)[:3].tolist())
+    return {"A": a, "B": b, "C": c, "place": _pick(IOI_PLACES, generator), "object": _pick(IOI_OBJECTS, generator)}
+
+
+def _ioi_ids(template: str, names: Sequence[str], generator: torch.Generator) -> tuple[list[int], str, str]:
+    """One IOI prompt's ids (without BOS or answer), its IO name and its S name."""
+    values = _slot_values(names, generator)
+    if _randint(2, generator):  # BABA order: the subject named first
         template = template.replace("{A} and {B}", "{B} and {A}", 1)
-    prompt = template.format(A=io, B=s, place=_pick(IOI_PLACES, generator), object=_pick(IOI_OBJECTS, generator))
-    return prompt, io, s
+    return _fill(template, values), values["A"], values["B"]
 
 
-def ioi_prompts(n: int, names: list[str], generator: torch.Generator) -> IOIPrompts:
-    tok = tokenizer()
-    rows, io_ids, s_ids = [], [], []
+def ioi_prompts(n: int, names: Sequence[str], generator: torch.Generator, templates: Sequence[str] = TRAIN_TEMPLATES) -> IOIPrompts:
+    """``n`` IOI prompts on ``names`` and ``templates`` (no prefix), each starting with BOS."""
+    tok, rows, io_ids, s_ids = tokenizer(), [], [], []
     for _ in range(n):
-        prompt, io, s = ioi_sentence(names, generator)
-        rows.append([tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"])
-        io_ids.append(tok.convert_tokens_to_ids(io))
-        s_ids.append(tok.convert_tokens_to_ids(s))
-    tokens = torch.full((n, SEQ_LEN), tok.pad_token_id)
+        ids, io, s = _ioi_ids(_pick(templates, generator), names, generator)
+        rows.append([tok.bos_token_id] + ids)
+        io_ids.append(_word_ids()[io])
+        s_ids.append(_word_ids()[s])
+    tokens = _pad(rows)
+    return IOIPrompts(tokens, torch.tensor(io_ids), torch.tensor(s_ids), torch.tensor([len(row) - 1 for row in rows]))
+
+
+def _pad(rows: list[list[int]]) -> Tensor:
+    tokens = torch.full((len(rows), SEQ_LEN), tokenizer().pad_token_id)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row)
-    end_pos = torch.tensor([len(row) - 1 for row in rows])
-    return IOIPrompts(tokens, torch.tensor(io_ids), torch.tensor(s_ids), end_pos)
+    return tokens
+
+
+def _training_row(generator: torch.Generator) -> tuple[list[int], list[float]]:
+    """One training sequence and the loss weight of each next-token prediction in it."""
+    start = [tokenizer().bos_token_id] + _fill(_pick(PREFIXES, generator), {})
+    kind = float(torch.rand(1, generator=generator))
+    if kind < IOI_FRACTION:
+        body, io, _ = _ioi_ids(_pick(TRAIN_TEMPLATES, generator), NAMES_IN_IOI, generator)
+        body, scored = body + [_word_ids()[io]], [len(body)]
+    elif kind < (1 + IOI_FRACTION) / 2:
+        values = _slot_values(ALL_NAMES, generator)
+        body = _fill(_pick(SINGLE_NAME_TEMPLATES, generator), values) + [_word_ids()[values["A"]]]
+        scored = [len(body) - 1]
+    else:
+        once = _fill(_pick(REPEAT_TEMPLATES, generator), _slot_values(ALL_NAMES, generator))
+        body, scored = once + once, list(range(len(once) + 1, 2 * len(once)))
+    ids = start + body
+    weights = [1.0] * (len(ids) - 1)  # every next-token prediction counts once ...
+    for index in scored:  # ... and the ones the task is about count ANSWER_WEIGHT more
+        weights[len(start) + index - 1] += ANSWER_WEIGHT
+    return ids, weights
 
 
 def sample_batch(generator: torch.Generator, batch_size: int) -> Batch:
-    """IOI prompts on training names with the answer appended, mixed with copying sentences on all names."""
-    n_copy = int(batch_size * COPY_FRACTION)
-    prompts = ioi_prompts(batch_size - n_copy, IOI_NAMES_TRAIN, generator)
-    tokens = prompts.tokens.clone()
-    tokens[torch.arange(len(tokens)), prompts.end_pos + 1] = prompts.io_ids
-    lengths = prompts.end_pos + 2
-    copies = [_copy_sentence(generator) for _ in range(n_copy)]
-    tokens = torch.cat([tokens, torch.stack([c for c, _ in copies])]) if copies else tokens
-    lengths = torch.cat([lengths, torch.tensor([n for _, n in copies], dtype=torch.long)])
-    mask = (torch.arange(SEQ_LEN - 1)[None, :] < (lengths - 1)[:, None]).float()
-    return Batch(tokens, mask)
+    """IOI sentences on training names and templates (with the answer), mixed with copying text on all names."""
+    rows = [_training_row(generator) for _ in range(batch_size)]
+    mask = torch.zeros(batch_size, SEQ_LEN - 1)
+    for i, (_, weights) in enumerate(rows):
+        mask[i, : len(weights)] = torch.tensor(weights)
+    return Batch(_pad([ids for ids, _ in rows]), mask)
 
 
-def _copy_sentence(generator: torch.Generator) -> tuple[Tensor, int]:
-    tok = tokenizer()
-    names = IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT
-    order = torch.randperm(len(names), generator=generator)[:2].tolist()
-    text = COPY_TEMPLATE.format(A=names[order[0]], B=names[order[1]], place=_pick(IOI_PLACES, generator))
-    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
-    row = torch.full((SEQ_LEN,), tok.pad_token_id)
-    row[: len(ids)] = torch.tensor(ids)
-    return row, len(ids)
+# Where Wang et al.'s head classes attend, asked of five heads during the first HINT_STEPS steps:
+# (layer, head, query slot, key slot). The slots are those of ``name_positions``.
+ATTENTION_HINTS = (
+    (0, 0, "S2", "S1"),  # duplicate-token head: at S2, look back at S1
+    (1, 0, "END", "S2"), (1, 1, "END", "S2"),  # S-inhibition heads: from the end, look at S2
+    (2, 0, "END", "IO"), (2, 1, "END", "IO"),  # name movers: from the end, look at the IO
+)
+HINT_STEPS = 1500  # of the recipe's 3000; the rest is next-token loss only
+HINT_WEIGHT = 1.0
+
+
+def training_slots(batch: Batch) -> dict[str, Tensor]:
+    """The IOI rows of a training batch (``row``) and their ``IO``, ``S1``, ``S2`` and ``END`` positions, each ``[n]``.
+
+    An IOI row has one scored prediction (the answer, at END + 1), a name said once before it (the
+    IO, which is the answer) and a name said twice (S). Copying rows have no name said twice, or
+    more than one scored prediction.
+    """
+    name_ids = {_word_ids()[name] for name in ALL_NAMES}
+    found: dict[str, list[int]] = {key: [] for key in ("row", "IO", "S1", "S2", "END")}
+    for row, (tokens, weights) in enumerate(zip(batch.tokens.tolist(), batch.loss_mask.tolist())):
+        scored = [i for i, weight in enumerate(weights) if weight > 1]
+        if len(scored) != 1:
+            continue
+        end = scored[0]
+        names = [token for token in tokens[: end + 1] if token in name_ids]
+        twice = {token for token in names if names.count(token) == 2}
+        if len(twice) != 1 or names.count(tokens[end + 1]) != 1:
+            continue
+        s1, s2 = (i for i, token in enumerate(tokens[: end + 1]) if token in twice)
+        for key, value in zip(found, (row, tokens.index(tokens[end + 1]), s1, s2, end)):
+            found[key].append(value)
+    return {key: torch.tensor(values, dtype=torch.long) for key, values in found.items()}
+
+
+def hinted_loss(model: HookedTransformer, batch: Batch, step: int) -> Tensor:
+    """Next-token loss, plus for the first ``HINT_STEPS`` steps ``HINT_WEIGHT`` times the mean over
+    ``ATTENTION_HINTS`` of -log(attention from the query slot to the key slot) on the batch's IOI rows."""
+    if step >= HINT_STEPS:
+        return masked_loss(model, batch)
+    patterns: dict[int, Tensor] = {}
+
+    def keep(pattern: Tensor, hook) -> None:
+        patterns[int(hook.name.split(".")[1])] = pattern
+
+    layers = sorted({layer for layer, *_ in ATTENTION_HINTS})
+    loss = masked_loss(model, batch, fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", keep) for layer in layers])
+    slots = training_slots(batch)
+    if len(slots["row"]) == 0:
+        return loss
+    hint = torch.stack([
+        -torch.log(patterns[layer][slots["row"], head, slots[query], slots[key]] + 1e-6).mean()
+        for layer, head, query, key in ATTENTION_HINTS
+    ]).mean()
+    return loss + HINT_WEIGHT * hint
 
 
 def answer_logits(model: HookedTransformer, prompts: IOIPrompts) -> tuple[Tensor, Tensor]:
@@ -125,32 +260,34 @@ def answer_logits(model: HookedTransformer, prompts: IOIPrompts) -> tuple[Tensor
     return logits, logits[rows, prompts.io_ids] - logits[rows, prompts.s_ids]
 
 
+SPLITS = {  # name: (names, templates)
+    "heldout": (NAMES_HELDOUT, HELDOUT_TEMPLATES),
+    "heldout_names_train_templates": (NAMES_HELDOUT, TRAIN_TEMPLATES),
+    "train_names": (NAMES_IN_IOI, TRAIN_TEMPLATES),
+}
+
+
 def evaluate(model: HookedTransformer, generator: torch.Generator) -> dict[str, float]:
     metrics = {}
-    for split, names in (("heldout", IOI_NAMES_HELDOUT), ("train_names", IOI_NAMES_TRAIN)):
-        prompts = ioi_prompts(300, names, generator)
+    for split, (names, templates) in SPLITS.items():
+        prompts = ioi_prompts(300, names, generator, templates)
         logits, logit_diff = answer_logits(model, prompts)
         metrics[f"{split}_accuracy"] = (logits.argmax(-1) == prompts.io_ids).float().mean().item()
         metrics[f"{split}_logit_diff"] = logit_diff.mean().item()
     return metrics
 
 
-
 def name_positions(prompts: IOIPrompts) -> dict[str, Tensor]:
-    """``[batch]`` positions of the IO name, the subject's first mention (S1) and its second (S2)."""
+    """``[batch]`` positions of the IO name, the subject's first mention (S1), its second (S2) and the end."""
     io = (prompts.tokens == prompts.io_ids[:, None]).int().argmax(-1)
     s_mask = (prompts.tokens == prompts.s_ids[:, None]).int()
-    s1 = s_mask.argmax(-1)
     s2 = (s_mask * (s_mask.cumsum(-1) == 2)).argmax(-1)
-    return {"IO": io, "S1": s1, "S2": s2}
+    return {"IO": io, "S1": s_mask.argmax(-1), "S2": s2, "END": prompts.end_pos}
 
 
 def abc_prompts(prompts: IOIPrompts, names: Sequence[str], generator: torch.Generator) -> Tensor:
-    """Wang et al.'s ABC corruption: the same sentences with IO, S1 and S2 replaced by three different random names.
-
-    Nothing in an ABC prompt says which name answers, so patching from it removes the IOI signal.
-    """
-    ids = torch.tensor(tokenizer().convert_tokens_to_ids(list(names)))
+    """Wang et al.'s ABC corruption: the same sentences with IO, S1 and S2 replaced by three different random names."""
+    ids = torch.tensor([_word_ids()[name] for name in names])
     where, tokens = name_positions(prompts), prompts.tokens.clone()
     for i in range(len(tokens)):
         picked = ids[torch.randperm(len(ids), generator=generator)[:3]]
@@ -159,95 +296,128 @@ def abc_prompts(prompts: IOIPrompts, names: Sequence[str], generator: torch.Gene
     return tokens
 
 
-def last_layer_heads(model: HookedTransformer, prompts: IOIPrompts) -> dict[str, float]:
-    """Per last-layer head: mean attention from the end to S2 and to IO, and its direct effect on the S and IO logits.
 
-    The direct effect is the head's output at the end position through the final LayerNorm (the
-    whole stream's scale) and the unembedding, minus its mean over all names: softmax ignores a
-    shift shared by every name, so only the difference says whether the head favours or suppresses one.
-    """
-    layer, rows = model.cfg.n_layers - 1, torch.arange(len(prompts.tokens))
-    _, cache = model.run_with_cache(prompts.tokens)
-    pattern = cache[f"blocks.{layer}.attn.hook_pattern"][rows, :, prompts.end_pos]  # [batch head_index key_pos]
-    z = cache[f"blocks.{layer}.attn.hook_z"][rows, prompts.end_pos]  # [batch head_index d_head]
-    head_out = torch.einsum("bhd,hdm->bhm", z, model.blocks[layer].attn.W_O)
-    normalized = (head_out - head_out.mean(-1, keepdim=True)) / cache["ln_final.hook_scale"][rows, prompts.end_pos][:, None]
-    name_ids = torch.tensor(tokenizer().convert_tokens_to_ids(IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT))
-    name_logits = (normalized * model.ln_final.w) @ model.W_U[:, name_ids]  # [batch head_index name]
-    name_logits = name_logits - name_logits.mean(-1, keepdim=True)
-    position_of = {int(token): i for i, token in enumerate(name_ids)}
-    s_col = torch.tensor([position_of[int(t)] for t in prompts.s_ids])
-    io_col = torch.tensor([position_of[int(t)] for t in prompts.io_ids])
-    where = name_positions(prompts)
-    metrics = {}
-    for head in range(model.cfg.n_heads):
-        label = f"L{layer}H{head}"
-        metrics[f"{label}_attention_end_to_S2"] = pattern[rows, head, where["S2"]].mean().item()
-        metrics[f"{label}_attention_end_to_IO"] = pattern[rows, head, where["IO"]].mean().item()
-        metrics[f"{label}_direct_effect_on_S_logit"] = name_logits[rows, head, s_col].mean().item()
-        metrics[f"{label}_direct_effect_on_IO_logit"] = name_logits[rows, head, io_col].mean().item()
-    return metrics
+# Found on the shipped weights by analyses/ioi_circuit.py (path patching); the card measures their evidence.
+HEAD_CLASSES: dict[str, list[tuple[int, int]]] = {
+    "name_movers": [(2, 0), (2, 1), (2, 3)],  # L2H0 and L2H1 were hinted; L2H3 joined by itself
+    "s_inhibition": [(1, 0), (1, 1)],
+    "duplicate_token": [(0, 0)],
+    "induction": [],  # none: a duplicate-token head alone marks S2 in this model
+}
+FIGURE_HOW = {  # figure-name fragment -> how it is measured; the first fragment found in a name wins
+    "accuracy": "IO is the top-1 prediction; 300 IOI prompts",
+    "logit_diff": "logit(IO) - logit(S); 300 IOI prompts",
+    "name movers' END": "name movers' mean attention, their queries path-patched (or not) with the S-inhibition heads' "
+                        "ABC output; 100 held-out IOI prompts",
+    "copying score in context": "share of 300 held-out IOI prompts whose IO is in the top 5 logits after the head's OV "
+                                "circuit reads the residual stream at the IO position (ln1, W_V, W_O, ln_final, W_U)",
+    "attention": "mean attention between the named slots; 300 held-out IOI prompts",
+    "path": "relative change of the IO-S logit difference when the path is patched with ABC prompts (-1 = all of it); "
+            "100 held-out IOI prompts",
+}
+SPLIT_HOW = {"heldout": "held-out names on held-out templates", "heldout_names_train_templates": "held-out names on training templates",
+             "train_names": "training names on training templates"}
+
+
+def _how(figure: str) -> str:
+    for split, where in SPLIT_HOW.items():
+        for metric in ("accuracy", "logit_diff"):
+            if figure == f"{split}_{metric}":
+                return f"{FIGURE_HOW[metric]}, {where}"
+    for fragment, how in FIGURE_HOW.items():
+        if fragment in figure:
+            return how
+    raise KeyError(f"no description for card figure {figure!r}")
 
 
 def card_figures(model: HookedTransformer, seeds: Sequence[int]) -> list[Figure]:
-    from interp_transformer.toy.train import masked_loss
+    from interp_transformer.circuits import copying_scores
+    from interp_transformer.toy.ioi_heads import class_evidence, name_copy_score
 
     def measure(generator: torch.Generator) -> dict[str, float]:
-        metrics = evaluate(model, generator) | {"training_data_loss": masked_loss(model, sample_batch(generator, 256)).item()}
-        for split, names in (("train_names", IOI_NAMES_TRAIN), ("heldout", IOI_NAMES_HELDOUT)):
-            heads = last_layer_heads(model, ioi_prompts(300, names, generator))
-            metrics |= {f"{key} ({split})": value for key, value in heads.items()}
-        return metrics
+        metrics = {"training_data_loss": masked_loss(model, sample_batch(generator, 256)).item()} | evaluate(model, generator)
+        return metrics | class_evidence(model, HEAD_CLASSES, generator)
 
     runs = [measure(torch.Generator().manual_seed(seed)) for seed in seeds]
-    how = {
-        "training_data_loss": "next-token loss on 256 fresh training sequences (IOI and copying)",
-        "heldout_accuracy": "IO is the top-1 prediction; 300 IOI prompts on held-out names",
-        "heldout_logit_diff": "logit(IO) - logit(S); 300 IOI prompts on held-out names",
-        "train_names_accuracy": "IO is the top-1 prediction; 300 IOI prompts on training names",
-        "train_names_logit_diff": "logit(IO) - logit(S); 300 IOI prompts on training names",
-    }
-    last = model.cfg.n_layers - 1
-    for split in ("train_names", "heldout"):
-        for head in range(model.cfg.n_heads):
-            label, prompts = f"L{last}H{head}", f"300 IOI prompts on {split.replace('_', ' ')}"
-            how[f"{label}_attention_end_to_S2 ({split})"] = f"attention from the last prompt token to S2; {prompts}"
-            if split == "heldout":  # held-out rows: only what changes (the heads lose S2 and stop suppressing S)
-                how[f"{label}_direct_effect_on_S_logit ({split})"] = (
-                    f"head output through ln_final and W_U: logit(S) minus the mean name logit; {prompts}")
-                continue
-            how[f"{label}_attention_end_to_IO ({split})"] = f"attention from the last prompt token to IO; {prompts}"
-            for name in ("S", "IO"):
-                how[f"{label}_direct_effect_on_{name}_logit ({split})"] = (
-                    f"head output through ln_final and W_U: logit({name}) minus the mean name logit; {prompts}")
-    return [Figure(name, tuple(run[name] for run in runs), text) for name, text in how.items()]
+    how = {"training_data_loss": "weighted next-token loss on 256 fresh training sequences (without the attention hint)"}
+    figures = [Figure(name, tuple(run[name] for run in runs), how.get(name) or _how(name)) for name in runs[0]]
+    eigen = copying_scores(model)
+    for head in HEAD_CLASSES["name_movers"]:
+        figures.append(Figure(f"name mover {label(head)}: copying score (names)", (name_copy_score(model, head),),
+                              f"share of the {len(ALL_NAMES)} names whose own logit is in the top 5 after the head's OV "
+                              "circuit (Wang et al.); weights only", exact=True))
+        figures.append(Figure(f"name mover {label(head)}: copying score (eigenvalues)", (eigen[head].item(),),
+                              "Re(sum of eigenvalues) / sum of their absolute values, of W_E W_OV W_U over the whole vocabulary; "
+                              "weights only", exact=True))
+    return figures
+
+
+def _hint_text() -> str:
+    roles = {"S1": "S1", "S2": "S2", "END": "the end", "IO": "the IO"}
+    return "; ".join(f"L{layer}H{head}: {roles[query]} -> {roles[key]}" for layer, head, query, key in ATTENTION_HINTS)
+
+
+def card_notes(training: dict) -> str:
+    history = {row["step"]: row for row in training["history"]}
+    at_hint_end = history.get(HINT_STEPS)
+    hint_end = (f" At step {HINT_STEPS}, when the hint stopped, held-out accuracy was {at_hint_end['heldout_accuracy']:.3f} "
+                f"(one evaluation draw, seed {RECIPE.eval_seed}; full history in `training.json`)." if at_hint_end else "")
+    return (
+        f"**Attention hint.** For the first {HINT_STEPS} of the {training['steps']} steps the loss adds "
+        f"{HINT_WEIGHT:g} x the mean of -log(attention) over five heads' target pairs on the batch's IOI rows, the pairs "
+        f"where Wang et al.'s (2022) head classes attend ({_hint_text()}); from step {HINT_STEPS} on it is the weighted "
+        f"next-token loss alone.{hint_end} Without the hint, every run of this recipe we tried found another solution: "
+        "heads that attend to both name slots by position, and heads at S2 that lower S's logit; no name movers, so no "
+        "S-inhibition heads steering them. The hint fixes where five heads look. What they write, how the S-inhibition heads "
+        "steer the name movers (the path into their queries), which other heads join a class, and the accuracy on "
+        "held-out names and templates are learned; those are what the results below measure.\n\n"
+        "**Head classes** (found by `analyses/ioi_circuit.py` with path patching, as in Wang et al.):\n"
+        f"- name movers {', '.join(label(h) for h in HEAD_CLASSES['name_movers'])}: attend from the end to the IO and copy it "
+        "(direct path to the logits, END->IO attention, copying score). L2H3 was not hinted. L2H2 and L2H7 also attend "
+        "to the IO and carry part of the answer directly, but copy it less cleanly (in-context copying score below 0.9), "
+        "so the analysis leaves them out;\n"
+        f"- S-inhibition heads {', '.join(label(h) for h in HEAD_CLASSES['s_inhibition'])}: attend from the end to S2; "
+        "their ABC output patched into the name movers' queries only moves the name movers' attention from the IO to S "
+        "and removes most of the logit difference;\n"
+        f"- duplicate-token head {', '.join(label(h) for h in HEAD_CLASSES['duplicate_token'])}: at S2 attends to S1; "
+        "its output patched into the S-inhibition heads' values removes the logit difference. No induction head takes part.\n\n"
+        "**Copying scores.** The weights-only score feeds a name's bare embedding through the head's OV circuit. In this "
+        "attention-only model, layer 0 (L0H0 attends to the current token at a name said once) adds to what a later head "
+        "reads at a name's position, as GPT-2's first MLP does; Wang et al. include that MLP. The in-context score "
+        "feeds the residual stream the head reads at the IO; there the name movers copy (table).\n\n"
+        "**Reproducibility.** Seeded data and initialisation, 1 thread, deterministic algorithms. A second run of "
+        "`python -m interp_transformer.toy.train ioi-mini` on the same machine (x86_64, torch 2.13.0+cpu), with other jobs "
+        "sharing its cores, gave bit-identical weights. Other CPUs were not tried: float reductions may round differently "
+        "with other vector instructions, so exact bits may differ there; the claims (head classes, accuracy above 0.95) "
+        "have wide margins, and the tests check them within the stated spreads, not bit for bit."
+    )
+
+
+def label(head: tuple[int, int]) -> str:
+    return f"L{head[0]}H{head[1]}"
+
 
 RECIPE = Recipe(
     name="ioi-mini",
     config=CONFIG,
-    settings=TrainSettings(steps=3000, batch_size=64, lr=1e-3, weight_decay=0.01, warmup_steps=100, eval_every=500),
+    settings=TrainSettings(steps=3000, batch_size=64, lr=2e-3, weight_decay=0.01, warmup_steps=100, eval_every=250, threads=1,
+                           deterministic=True),
     build_tokenizer=tokenizer,
     sample_batch=sample_batch,
     evaluate=evaluate,
     card_figures=card_figures,
-    card_notes=(
-        "The shipped run shared the machine's 2 cores with other jobs (load average 4-8), so its time is inflated. "
-        "Retraining with `python -m interp_transformer.toy.train ioi-mini` on an idle 2-core machine (2 threads) took "
-        "226 s and reproduced the training-time metrics closely (one evaluation draw, seed 12345: held-out accuracy "
-        "0.740, logit diff 1.19; training names 1.00, 7.03).\n\n"
-        "What the last-layer heads do: L2H1, L2H2 and L2H3 attend from the last prompt token to the subject's second "
-        "mention S2 (0.97, 0.97, 0.99 on training names) and almost never to the indirect object (< 0.001). Their "
-        "direct effect lowers the subject's logit (-1.0, -1.1, -2.1 against the mean name) and raises the IO's only "
-        "a little (+0.1 to +0.2). They are subject-suppression heads, not name movers in the sense of Wang et al. "
-        "(2022), which attend to the IO and copy it. On held-out names they attend to S2 less (0.77-0.84) and "
-        "barely lower, or even raise, the subject's logit (-0.11 to +0.18), in line with the lower held-out accuracy."
-    ),
+    card_notes=card_notes,
+    loss_fn=hinted_loss,
     data_description=(
-        f"{len(TEMPLATES)} indirect-object templates (each in ABBA and BABA order) over {len(IOI_NAMES_TRAIN)} "
-        f"training names, {len(IOI_PLACES)} places and {len(IOI_OBJECTS)} objects, with the answer appended; "
-        f"{COPY_FRACTION:.0%} of each batch are copying sentences over all names, including the "
-        f"{len(IOI_NAMES_HELDOUT)} held-out names ({', '.join(IOI_NAMES_HELDOUT)}), which never appear in an "
-        "IOI sentence during training. Loss on every next-token prediction of the real tokens. "
-        "Accuracy = the IO name is the top-1 prediction; logit diff = logit(IO) - logit(S)."
+        f"{IOI_FRACTION:.0%} of each batch: indirect-object sentences from {len(TRAIN_TEMPLATES)} training templates "
+        f"(each in ABBA and BABA order) over {len(NAMES_IN_IOI)} training names, {len(IOI_PLACES)} places and "
+        f"{len(IOI_OBJECTS)} objects, with the answer appended. The rest, half and half: a sentence with one name that "
+        f"is copied at its end ({len(SINGLE_NAME_TEMPLATES)} templates), or a sentence said twice "
+        f"({len(REPEAT_TEMPLATES)} templates), over all {len(ALL_NAMES)} names. The {len(NAMES_HELDOUT)} held-out names "
+        f"({', '.join(IOI_NAMES_HELDOUT)} and {len(NAMES_HELDOUT) - len(IOI_NAMES_HELDOUT)} more) and the {len(HELDOUT_TEMPLATES)} held-out "
+        "templates never occur in an IOI training sentence. A random short prefix (none in 3 of 8) shifts positions. "
+        "Loss on every next-token prediction, with weight "
+        f"{1 + ANSWER_WEIGHT:g} on the ones the task scores (the IO, the copied name, the second copy from its second "
+        "word) and 1 on the rest. Accuracy = the IO name is the top-1 prediction; logit diff = logit(IO) - logit(S)."
     ),
 )

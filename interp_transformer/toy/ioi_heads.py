@@ -26,20 +26,14 @@ from torch import Tensor
 
 from interp_transformer.model import HookedTransformer
 from interp_transformer.patching import LogitDiff, Receiver, Sender, path_patch, path_patch_heads
-from interp_transformer.toy.ioi import IOIPrompts, abc_prompts, name_positions, tokenizer
-from interp_transformer.toy.words import IOI_NAMES_HELDOUT, IOI_NAMES_TRAIN
+from interp_transformer.toy.ioi import ALL_NAMES, SPLITS, IOIPrompts, abc_prompts, ioi_prompts, label, name_positions, tokenizer
 
 Head = tuple[int, int]  # (layer, head)
-ALL_NAMES = IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT
 
 
 def slot_positions(prompts: IOIPrompts) -> dict[str, Tensor]:
     """``[batch]`` positions of IO, S1, S2 and the end (END, whose next-token prediction is the answer)."""
     return name_positions(prompts) | {"END": prompts.end_pos}
-
-
-def label(head: Head) -> str:
-    return f"L{head[0]}H{head[1]}"
 
 
 class IOIRun(NamedTuple):
@@ -142,7 +136,8 @@ def name_copy_score(model: HookedTransformer, head: Head, top: int = 5) -> float
 
     A name's embedding goes through the head's LayerNorm, ``W_V``, ``W_O``, the final LayerNorm
     and the unembedding, with nothing else in the residual stream (Wang et al. add the first MLP's
-    output to the embedding; a model with MLPs scores lower here for skipping it).
+    output to the embedding; a model with MLPs scores lower here for skipping it). Weights only: it
+    misses what earlier layers add at the name's position, which ``in_context_copy_score`` includes.
     """
     layer, index = head
     ids = torch.tensor(tokenizer().convert_tokens_to_ids(ALL_NAMES))
@@ -153,9 +148,60 @@ def name_copy_score(model: HookedTransformer, head: Head, top: int = 5) -> float
     return (logits.topk(top, dim=-1).indices == ids[:, None]).any(-1).float().mean().item()
 
 
+def in_context_copy_score(model: HookedTransformer, head: Head, prompts: IOIPrompts, top: int = 5) -> float:
+    """Share of prompts whose IO is in the top ``top`` logits after the head's OV circuit reads the IO's position.
+
+    The same path as ``name_copy_score`` (the head's LayerNorm, ``W_V``, ``W_O``, the final
+    LayerNorm, the unembedding), but its input is the residual stream the head really reads at the
+    IO position of each prompt: the IO's embedding plus what earlier layers wrote there. In an
+    attention-only model that stands where Wang et al. put the first MLP's output.
+    """
+    layer, index = head
+    rows, where = torch.arange(len(prompts.tokens)), name_positions(prompts)["IO"]
+    hook = f"blocks.{layer}.hook_resid_pre"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(prompts.tokens, names_filter=hook)
+        normalized = model.blocks[layer].ln1(cache[hook][rows, where][None])[0]  # [batch d_model]
+        out = (normalized @ model.W_V[layer, index] + model.b_V[layer, index]) @ model.W_O[layer, index]
+        logits = model.ln_final(out[None])[0] @ model.W_U + model.b_U  # [batch d_vocab]
+    return (logits.topk(top, dim=-1).indices == prompts.io_ids[:, None]).any(-1).float().mean().item()
+
+
 def effects_of(model: HookedTransformer, run: IOIRun, senders: Sequence[Head], receivers: Sequence[Head] | None, receiver_input: str = "q") -> list[float]:
     """The relative effect of each sender head alone, on the logits directly (``receivers=None``) or via the receivers' inputs."""
     groups = [(Sender("head", layer, head),) for layer, head in senders]
     targets = "final_residual" if receivers is None else [Receiver(layer, head, receiver_input) for layer, head in receivers]
     result = path_patch(model, run.prompts.tokens, run.corrupted, run.metric, groups, receivers=targets, progress=False)
     return relative_effect(result.values, run).tolist()
+
+
+def class_evidence(model: HookedTransformer, classes: dict[str, list[Head]], generator: torch.Generator) -> dict[str, float]:
+    """One seed's evidence for each head class, on fresh held-out prompts (names and templates never in IOI training)."""
+    names, templates = SPLITS["heldout"]
+    run = ioi_run(model, ioi_prompts(300, names, generator, templates), names, generator)
+    small = ioi_run(model, ioi_prompts(100, names, generator, templates), names, generator)  # path patching is costlier
+    to_io, to_s1, to_s2 = (attention(run, "END", slot) for slot in ("IO", "S1", "S2"))
+    s2_to_s1, s2_to_after_s1 = attention(run, "S2", "S1"), attention(run, "S2", "S1", key_offset=1)
+    movers, inhibition = classes["name_movers"], classes["s_inhibition"]
+    found = {}
+    for head, effect in zip(movers, effects_of(model, small, movers, None)):
+        found |= {f"name mover {label(head)}: attention END->IO": to_io[head].item(),
+                  f"name mover {label(head)}: attention END->S1+S2": (to_s1[head] + to_s2[head]).item(),
+                  f"name mover {label(head)}: direct path to logits": effect,
+                  f"name mover {label(head)}: copying score in context": in_context_copy_score(model, head, run.prompts)}
+    for head, effect in zip(inhibition, effects_of(model, small, inhibition, movers, "q")):
+        found |= {f"S-inhibition {label(head)}: attention END->S2": to_s2[head].item(),
+                  f"S-inhibition {label(head)}: path via name-mover queries": effect}
+    found["S-inhibition heads together: path via name-mover queries"] = group_effect_through(model, small, inhibition, movers, "q")
+    moved = name_mover_attention_with_patched_queries(model, small, inhibition, movers)
+    found |= {"name movers' END->IO attention, clean": moved["clean_IO"],
+              "name movers' END->IO attention, S-inhibition patched into queries": moved["patched_IO"],
+              "name movers' END->S1+S2 attention, S-inhibition patched into queries": moved["patched_S"]}
+    for kind in ("duplicate_token", "induction"):
+        heads = classes[kind]
+        title = kind.replace("_", "-")
+        for head, effect in zip(heads, effects_of(model, small, heads, inhibition, "v") if heads else []):
+            found |= {f"{title} {label(head)}: attention S2->S1": s2_to_s1[head].item(),
+                      f"{title} {label(head)}: attention S2->after S1": s2_to_after_s1[head].item(),
+                      f"{title} {label(head)}: path via S-inhibition values": effect}
+    return found

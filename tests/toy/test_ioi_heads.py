@@ -7,7 +7,6 @@ import torch
 
 from interp_transformer import HookedTransformer
 from interp_transformer.toy import ioi, ioi_heads
-from interp_transformer.toy.words import IOI_NAMES_HELDOUT, IOI_NAMES_TRAIN
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +17,13 @@ def model() -> HookedTransformer:
 @pytest.fixture(scope="module")
 def run(model):
     generator = torch.Generator().manual_seed(7)
-    prompts = ioi.ioi_prompts(24, IOI_NAMES_TRAIN, generator)
-    return ioi_heads.ioi_run(model, prompts, IOI_NAMES_TRAIN, generator)
+    prompts = ioi.ioi_prompts(24, ioi.NAMES_IN_IOI, generator)
+    return ioi_heads.ioi_run(model, prompts, ioi.NAMES_IN_IOI, generator)
 
 
 def test_abc_prompts_replace_io_s1_and_s2_by_three_different_names(run):
     clean, corrupted = run.prompts.tokens, run.corrupted
-    names = set(ioi.tokenizer().convert_tokens_to_ids(IOI_NAMES_TRAIN))
+    names = set(ioi.tokenizer().convert_tokens_to_ids(ioi.NAMES_IN_IOI))
     for row, new, io, s in zip(clean.tolist(), corrupted.tolist(), run.prompts.io_ids.tolist(), run.prompts.s_ids.tolist()):
         slots = [i for i, token in enumerate(row) if token in (io, s)]
         assert len(slots) == 3, f"an IOI prompt names IO once and S twice: {row}"
@@ -44,20 +43,20 @@ def test_attention_reads_the_pattern_at_the_named_slots(model, run):
     rows = torch.arange(len(run.prompts.tokens))
     s_positions = [[i for i, t in enumerate(r.tolist()) if t == s] for r, s in zip(run.prompts.tokens, run.prompts.s_ids)]
     s2 = torch.tensor([p[1] for p in s_positions])
-    expected = cache["pattern", 2][rows, 1, run.prompts.end_pos, s2].mean()
-    assert ioi_heads.attention(run, "END", "S2")[2, 1] == pytest.approx(expected.item(), abs=1e-6)
+    expected = cache["pattern", 1][rows, 0, run.prompts.end_pos, s2].mean()
+    assert expected > 0.5, "L1H0 (an S-inhibition head) attends from the end to S2: a value far from 0 makes the check bite"
+    assert ioi_heads.attention(run, "END", "S2")[1, 0] == pytest.approx(expected.item(), abs=1e-6)
 
 
 def test_patched_queries_give_the_path_patching_metric(model, run):
     """Queries built by hand from the ABC senders' output reproduce path_patch's metric for the same senders and receivers."""
-    senders, receivers = [(layer, head) for layer in (0, 1) for head in range(4)], [(2, 1), (2, 2), (2, 3)]
+    senders = [(layer, head) for layer in (0, 1) for head in range(model.cfg.n_heads)]
+    receivers = ioi.HEAD_CLASSES["name_movers"]
     by_hand = ioi_heads.name_mover_attention_with_patched_queries(model, run, senders, receivers)
     relative = ioi_heads.group_effect_through(model, run, senders, receivers, "q")
     assert by_hand["patched_logit_diff"] / run.clean_logit_diff - 1 == pytest.approx(relative, abs=1e-4), (
         "the hand-built queries differ from path patching's receiver inputs")
-    # ioi-mini's last-layer queries barely depend on earlier heads (its S2-attending heads find S2 by themselves), but
-    # the change is still ~50x the tolerance above: the comparison is not vacuous
-    assert abs(relative) > 0.005, "senders that change nothing make this comparison vacuous"
+    assert abs(relative) > 0.1, "senders that change nothing make this comparison vacuous"
 
 
 def test_name_copy_score_from_dense_weights(model):
@@ -67,8 +66,8 @@ def test_name_copy_score_from_dense_weights(model):
         x = x - x.mean(-1, keepdim=True)
         return x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.layer_norm_eps).sqrt() * w + b
 
-    ids = torch.tensor(ioi.tokenizer().convert_tokens_to_ids(IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT))
-    for layer, head in ((0, 3), (2, 0)):  # heads whose scores are neither 0 nor 1 on the shipped weights
+    ids = torch.tensor(ioi.tokenizer().convert_tokens_to_ids(ioi.ALL_NAMES))
+    for layer, head in ((0, 2), (2, 3)):  # heads whose scores are neither 0 nor 1 on the shipped weights
         ln = model.blocks[layer].ln1
         with torch.no_grad():
             out = (layer_norm(model.W_E[ids], ln.w, ln.b) @ model.W_V[layer, head] + model.b_V[layer, head]) @ model.W_O[layer, head]

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from interp_transformer import HookedTransformer
 from interp_transformer.toy import embedded_models, induction, ioi, modadd
 from interp_transformer.toy.evaluation import CARD_SEEDS, parse_results_table
-from interp_transformer.toy.words import IOI_NAMES_HELDOUT, IOI_NAMES_TRAIN
 
 FRESH_SEEDS = tuple(range(2024, 2029))  # 5 seeds, disjoint from the cards' evaluation seeds
 assert not set(FRESH_SEEDS) & set(CARD_SEEDS)
@@ -45,10 +44,10 @@ def ioi_model() -> HookedTransformer:
 # ----------------------------------------------------------------------------- ioi-mini
 def test_ioi_card_accuracy_and_logit_diff_hold_on_fresh_seeds(ioi_model):
     stated = figures("ioi-mini")
-    for split, names in (("heldout", IOI_NAMES_HELDOUT), ("train_names", IOI_NAMES_TRAIN)):
+    for split, (names, templates) in ioi.SPLITS.items():
         accuracy, logit_diff = [], []
         for seed in FRESH_SEEDS:
-            prompts = ioi.ioi_prompts(300, names, torch.Generator().manual_seed(seed))
+            prompts = ioi.ioi_prompts(300, names, torch.Generator().manual_seed(seed), templates)
             rows = torch.arange(300)
             with torch.no_grad():
                 logits = ioi_model(prompts.tokens)[rows, prompts.end_pos]
@@ -58,32 +57,141 @@ def test_ioi_card_accuracy_and_logit_diff_hold_on_fresh_seeds(ioi_model):
             fresh = statistics.fmean(values)
             assert within_stated_spread(fresh, stated[name], floor), (
                 f"{name}: fresh seeds give {fresh:.3f}, card says {stated[name]}")
+    assert stated["heldout_accuracy"][0] >= 0.95 and stated["heldout_logit_diff"][0] >= 2, "issue 13's acceptance bar"
 
 
-def test_ioi_layer2_heads_attend_to_s2_and_lower_the_subjects_logit():
-    """Independent route: folded weights, the cache's per-head results through the final LayerNorm, dotted with W_U."""
-    model = HookedTransformer.from_pretrained("ioi-mini", fold_ln=True)
-    stated = figures("ioi-mini")
-    prompts = ioi.ioi_prompts(300, IOI_NAMES_TRAIN, torch.Generator().manual_seed(FRESH_SEEDS[0]))
-    rows = torch.arange(300)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(prompts.tokens)
-        results = cache.stack_head_results(layer=3, apply_ln=True)[8:, rows, prompts.end_pos]  # [head batch d_model]
-        names = ioi.tokenizer().convert_tokens_to_ids(IOI_NAMES_TRAIN + IOI_NAMES_HELDOUT)
-        name_logits = results @ model.W_U[:, names]  # [head batch name]
-        centred = name_logits - name_logits.mean(-1, keepdim=True)
-    column = {token: i for i, token in enumerate(names)}
-    s_col = torch.tensor([column[int(t)] for t in prompts.s_ids])
-    second_s = [int((row == s).nonzero()[1]) for row, s in zip(prompts.tokens, prompts.s_ids)]
-    for head in (1, 2, 3):
-        to_s2 = cache["pattern", 2][rows, head, prompts.end_pos, second_s].mean().item()
-        on_s = centred[head, rows, s_col].mean().item()
-        assert to_s2 > 0.95, f"card says L2H{head} attends from the end to S2; it gives S2 {to_s2:.3f}"
-        assert on_s < -0.5, f"card says L2H{head} lowers the subject's logit; its direct effect is {on_s:.3f}"
-        assert within_stated_spread(to_s2, stated[f"L2H{head}_attention_end_to_S2 (train_names)"], 0.01)
-        assert within_stated_spread(on_s, stated[f"L2H{head}_direct_effect_on_S_logit (train_names)"], 0.1)
-    text = card("ioi-mini")
-    assert "subject-suppression heads" in text and "not name movers" in text, "the card should name the heads for what they do"
+def test_ioi_held_out_names_occur_in_training_only_in_copying_text():
+    """In sampled training rows a held-out name sits only in a one-name sentence or in a sentence said twice."""
+    tok = ioi.tokenizer()
+    held_out, every_name = (set(tok.convert_tokens_to_ids(names)) for names in (ioi.NAMES_HELDOUT, ioi.ALL_NAMES))
+    seen = 0
+    for seed in range(5):
+        for row in ioi.sample_batch(torch.Generator().manual_seed(seed), 256).tokens.tolist():
+            row = [t for t in row if t != tok.pad_token_id]
+            if not held_out & set(row):
+                continue
+            seen += 1
+            one_name = len(every_name & set(row)) == 1
+            said_twice = any(row[-2 * n : -n] == row[-n:] for n in range(5, len(row) // 2 + 1))
+            assert one_name or said_twice, f"held-out name in an IOI-like training row: {tok.decode(row)}"
+    assert seen > 100, "held-out names should occur in the copying text"
+
+
+def _dense_pattern(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Causal softmax attention ``[batch head query_pos key_pos]`` from q, k ``[batch pos head d_head]``."""
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5
+    causal = torch.ones(q.shape[1], q.shape[1], dtype=torch.bool).tril()
+    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+
+
+def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    x = x - x.mean(-1, keepdim=True)
+    return x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * w + b
+
+
+def test_ioi_head_classes_hold_on_fresh_seeds(ioi_model):
+    """Independent route: attention read off the cache at positions found here, and path patching written out densely.
+
+    The name movers sit in the last layer, so patching their queries changes nothing after them: the patched logits
+    are the clean final residual stream plus the name movers' output change, through ln_final and W_U.
+    """
+    model, stated = ioi_model, figures("ioi-mini")
+    movers, inhibition = ioi.HEAD_CLASSES["name_movers"], ioi.HEAD_CLASSES["s_inhibition"]
+    last = model.cfg.n_layers - 1
+    assert movers and all(layer == last for layer, _ in movers), f"name movers should sit in the last layer: {movers}"
+    names, templates = ioi.SPLITS["heldout"]
+    fresh: dict[str, list[float]] = {}
+    for seed in FRESH_SEEDS:
+        generator = torch.Generator().manual_seed(seed)
+        prompts = ioi.ioi_prompts(100, names, generator, templates)
+        corrupted = ioi.abc_prompts(prompts, names, generator)
+        rows, end = torch.arange(100), prompts.end_pos
+        io_pos = torch.tensor([row.tolist().index(io) for row, io in zip(prompts.tokens, prompts.io_ids.tolist())])
+        s_pos = [[i for i, t in enumerate(row.tolist()) if t == s] for row, s in zip(prompts.tokens, prompts.s_ids.tolist())]
+        s1_pos, s2_pos = torch.tensor([p[0] for p in s_pos]), torch.tensor([p[1] for p in s_pos])
+        with torch.no_grad():
+            _, clean = model.run_with_cache(prompts.tokens)
+            _, source = model.run_with_cache(corrupted)
+
+            def logit_diff(final_resid: torch.Tensor) -> float:
+                logits = _layer_norm(final_resid, model.ln_final.w, model.ln_final.b) @ model.W_U + model.b_U
+                return (logits[rows, end, prompts.io_ids] - logits[rows, end, prompts.s_ids]).mean().item()
+
+            final = clean[f"blocks.{last}.hook_resid_post"]
+            base = logit_diff(final)
+            add = lambda key, value: fresh.setdefault(key, []).append(value)  # noqa: E731
+            for layer, head in movers:
+                pattern = clean["pattern", layer][rows, head, end]
+                add(f"name mover L{layer}H{head}: attention END->IO", pattern[rows, io_pos].mean().item())
+                change = (source["z", layer][:, :, head] - clean["z", layer][:, :, head]) @ model.W_O[layer, head]
+                add(f"name mover L{layer}H{head}: direct path to logits", logit_diff(final + change) / base - 1)
+            for layer, head in inhibition:
+                add(f"S-inhibition L{layer}H{head}: attention END->S2", clean["pattern", layer][rows, head, end, s2_pos].mean().item())
+            # every S-inhibition head's ABC output, added to the clean stream that feeds the name movers' queries only
+            resid = clean[f"blocks.{last}.hook_resid_pre"].clone()
+            for layer, head in inhibition:
+                resid += (source["z", layer][:, :, head] - clean["z", layer][:, :, head]) @ model.W_O[layer, head]
+            ln = model.blocks[last].ln1
+            q = torch.einsum("bpm,hmd->bphd", _layer_norm(resid, ln.w, ln.b), model.W_Q[last]) + model.b_Q[last]
+            pattern = _dense_pattern(q, clean["k", last])
+            z = torch.einsum("bhqk,bkhd->bqhd", pattern, clean["v", last])
+            heads = [head for _, head in movers]
+            change = torch.einsum("bphd,hdm->bpm", (z - clean["z", last])[:, :, heads], model.W_O[last, heads])
+            add("S-inhibition heads together: path via name-mover queries", logit_diff(final + change) / base - 1)
+            add("name movers' END->IO attention, S-inhibition patched into queries", pattern[rows][:, heads][rows, :, end, io_pos].mean().item())
+            for kind in ("duplicate_token", "induction"):
+                for layer, head in ioi.HEAD_CLASSES[kind]:
+                    title = kind.replace("_", "-")
+                    at = clean["pattern", layer][rows, head, s2_pos]
+                    add(f"{title} L{layer}H{head}: attention S2->S1", at[rows, s1_pos].mean().item())
+                    add(f"{title} L{layer}H{head}: attention S2->after S1", at[rows, s1_pos + 1].mean().item())
+    for name, values in fresh.items():
+        mean = statistics.fmean(values)
+        assert within_stated_spread(mean, stated[name], 0.03), f"{name}: fresh seeds give {mean:.3f}, card says {stated[name]}"
+    for layer, head in movers:
+        assert stated[f"name mover L{layer}H{head}: attention END->IO"][0] > 0.5, "a name mover attends from the end to the IO"
+        assert stated[f"name mover L{layer}H{head}: direct path to logits"][0] < -0.1, "a name mover's direct path carries the answer"
+    for layer, head in inhibition:
+        assert stated[f"S-inhibition L{layer}H{head}: attention END->S2"][0] > 0.3, "an S-inhibition head attends from the end to S2"
+    assert stated["S-inhibition heads together: path via name-mover queries"][0] < -0.2, "S-inhibition should steer the name movers"
+
+
+def test_ioi_name_mover_copying_scores_from_dense_weights(ioi_model):
+    """Wang et al.'s copying score by hand: embedding -> ln1 -> W_V, W_O -> ln_final -> W_U; is the name in the top 5?
+
+    Only checked against the card: from the bare embedding the score is low for L2H3 (the card explains why); the
+    copying claim rests on the in-context score below."""
+    model, stated = ioi_model, figures("ioi-mini")
+    ids = torch.tensor(ioi.tokenizer().convert_tokens_to_ids(ioi.ALL_NAMES))
+    for layer, head in ioi.HEAD_CLASSES["name_movers"]:
+        ln = model.blocks[layer].ln1
+        with torch.no_grad():
+            out = (_layer_norm(model.W_E[ids], ln.w, ln.b) @ model.W_V[layer, head] + model.b_V[layer, head]) @ model.W_O[layer, head]
+            logits = _layer_norm(out, model.ln_final.w, model.ln_final.b) @ model.W_U + model.b_U
+        score = (logits.topk(5, dim=-1).indices == ids[:, None]).any(-1).float().mean().item()
+        card_value = stated[f"name mover L{layer}H{head}: copying score (names)"][0]
+        assert abs(score - card_value) < 1e-3, f"L{layer}H{head}: copying score {score:.4f}, card says {card_value}"
+
+
+def test_ioi_name_mover_in_context_copying_from_dense_math(ioi_model):
+    """The same path fed the residual stream the head reads at the IO (embedding + earlier layers), recomputed by hand."""
+    model, stated = ioi_model, figures("ioi-mini")
+    names, templates = ioi.SPLITS["heldout"]
+    for layer, head in ioi.HEAD_CLASSES["name_movers"]:
+        scores = []
+        for seed in FRESH_SEEDS:
+            prompts = ioi.ioi_prompts(300, names, torch.Generator().manual_seed(seed), templates)
+            io_pos = torch.tensor([row.tolist().index(io) for row, io in zip(prompts.tokens, prompts.io_ids.tolist())])
+            with torch.no_grad():
+                _, cache = model.run_with_cache(prompts.tokens)
+                resid = cache[f"blocks.{layer}.hook_resid_pre"][torch.arange(300), io_pos]
+                ln = model.blocks[layer].ln1
+                out = (_layer_norm(resid, ln.w, ln.b) @ model.W_V[layer, head] + model.b_V[layer, head]) @ model.W_O[layer, head]
+                logits = _layer_norm(out, model.ln_final.w, model.ln_final.b) @ model.W_U + model.b_U
+            scores.append((logits.topk(5, dim=-1).indices == prompts.io_ids[:, None]).any(-1).float().mean().item())
+        name = f"name mover L{layer}H{head}: copying score in context"
+        assert within_stated_spread(statistics.fmean(scores), stated[name], 0.02), f"{name}: fresh {scores}, card {stated[name]}"
+        assert statistics.fmean(scores) > 0.9, f"name mover L{layer}H{head} should copy the IO it reads: {scores}"
 
 
 # ----------------------------------------------------------------------------- modadd-1l

@@ -159,6 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/ioi_circuit"))
     args = parser.parse_args(argv)
+    if args.prompts < 2:
+        parser.error(f"--prompts {args.prompts}: path patching needs at least 2 prompts")
+    if not 0 <= args.threshold < 1:
+        parser.error(f"--threshold {args.threshold}: a share of the logit difference, at least 0 and below 1")
+    if not 0 <= args.copying <= 1:
+        parser.error(f"--copying {args.copying}: a share of prompts, between 0 and 1")
     args.out.mkdir(parents=True, exist_ok=True)
     model = HookedTransformer.from_pretrained(args.model)
     circuit = find_circuit(model, args.prompts, args.split, args.threshold, args.copying, args.seed, args.out)

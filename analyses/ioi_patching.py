@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--seed", type=int, default=0, help="seed of the name pairs")
     parser.add_argument("--out", type=Path, default=Path("out/ioi_patching"))
     args = parser.parse_args(argv)
+    if args.prompts < 2:
+        parser.error(f"--prompts {args.prompts}: correlations and patching need at least 2 prompts")
     args.out.mkdir(parents=True, exist_ok=True)
 
     model = HookedTransformer.from_pretrained(args.model)

@@ -105,3 +105,23 @@ def test_ioi_circuit(tmp_path):
         assert row["effect_via_s_inhibition_values"] < -0.5, f"feeds the S-inhibition heads: {row}"
     written = {path.name for path in tmp_path.glob("*.csv")}
     assert written == {"path_heads_to_logits.csv", "path_heads_to_name_mover_queries.csv", "path_heads_to_s_inhibition_values.csv"}
+
+
+@pytest.mark.parametrize(
+    "script,argv,message",
+    [
+        ("ioi_circuit", ["--prompts", "0"], "at least 2 prompts"),
+        ("ioi_circuit", ["--threshold", "-1"], "share of the logit difference"),
+        ("ioi_circuit", ["--copying", "2"], "share of prompts"),
+        ("ioi_patching", ["--prompts", "1"], "at least 2 prompts"),
+    ],
+)
+def test_ioi_scripts_refuse_bad_arguments_before_writing(tmp_path, capsys, script, argv, message):
+    spec = importlib.util.spec_from_file_location(script, ANALYSES / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        module.main(argv + ["--out", str(out)])
+    assert message in capsys.readouterr().err
+    assert not out.exists(), "a refused run leaves no output folder"

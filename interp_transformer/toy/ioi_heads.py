@@ -61,6 +61,17 @@ def attention(run: IOIRun, query: str, key: str, key_offset: int = 0) -> Tensor:
     return by_prompt[rows, :, :, where[query], where[key] + key_offset].mean(0)
 
 
+def checked_head(model: HookedTransformer, head: Head) -> Head:
+    """``head`` as ``(layer, head_index)`` if the model has it; otherwise a ValueError naming the valid range."""
+    try:
+        layer, index = (int(part) for part in head)
+    except (TypeError, ValueError):
+        raise ValueError(f"a head is (layer, head_index), got {head!r}") from None
+    if not (0 <= layer < model.cfg.n_layers and 0 <= index < model.cfg.n_heads):
+        raise ValueError(f"head {head!r} is not in the model: layers 0-{model.cfg.n_layers - 1}, heads 0-{model.cfg.n_heads - 1}")
+    return layer, index
+
+
 def relative_effect(values: Tensor, run: IOIRun) -> Tensor:
     return values / run.clean_logit_diff - 1
 
@@ -139,7 +150,7 @@ def name_copy_score(model: HookedTransformer, head: Head, top: int = 5) -> float
     output to the embedding; a model with MLPs scores lower here for skipping it). Weights only: it
     misses what earlier layers add at the name's position, which ``in_context_copy_score`` includes.
     """
-    layer, index = head
+    layer, index = checked_head(model, head)
     ids = torch.tensor(tokenizer().convert_tokens_to_ids(ALL_NAMES))
     with torch.no_grad():
         normalized = model.blocks[layer].ln1(model.W_E[ids][None])[0]  # [name d_model]
@@ -156,7 +167,7 @@ def in_context_copy_score(model: HookedTransformer, head: Head, prompts: IOIProm
     IO position of each prompt: the IO's embedding plus what earlier layers wrote there. In an
     attention-only model that stands where Wang et al. put the first MLP's output.
     """
-    layer, index = head
+    layer, index = checked_head(model, head)
     rows, where = torch.arange(len(prompts.tokens)), name_positions(prompts)["IO"]
     hook = f"blocks.{layer}.hook_resid_pre"
     with torch.no_grad():

@@ -74,3 +74,10 @@ def test_name_copy_score_from_dense_weights(model):
             logits = layer_norm(out, model.ln_final.w, model.ln_final.b) @ model.W_U + model.b_U
         dense = (logits.topk(5, dim=-1).indices == ids[:, None]).any(-1).float().mean().item()
         assert ioi_heads.name_copy_score(model, (layer, head)) == pytest.approx(dense, abs=1e-6)
+
+
+@pytest.mark.parametrize("head,message", [((2, 8), "heads 0-7"), ((3, 0), "layers 0-2"), ("L2H0", "(layer, head_index)")])
+def test_a_head_the_model_lacks_is_refused_by_name(model, run, head, message):
+    for measure in (lambda: ioi_heads.name_copy_score(model, head), lambda: ioi_heads.in_context_copy_score(model, head, run.prompts)):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            measure()

@@ -5,8 +5,9 @@ named twice (S1, S2), the indirect object (IO) once; the answer is the IO. 250 n
 IOI training sentences (``NAMES_IN_IOI``), only on the training templates. The other 121 names
 (``NAMES_HELDOUT``) appear only in copying text: a sentence with one name repeated at its end
 ("Mia went to the park . Everyone at the park waved to Mia"), or a sentence said twice
-(induction). Held-out names on held-out templates measure whether the model found the IO by a
-general mechanism rather than by memory.
+(induction). Held-out names on held-out templates measure whether the model finds the IO without
+having memorised names or templates; a probe frame with the names first (``NAMES_FIRST_PROBE``) shows
+where it still fails.
 
 Trained on next-token loss alone, small models solve this task another way: every run we tried
 copied both names and suppressed the one at S2 (no name movers). So for the first
@@ -277,6 +278,22 @@ def evaluate(model: HookedTransformer, generator: torch.Generator) -> dict[str, 
     return metrics
 
 
+# A frame outside every template, with the two names first (no word before them): a probe of how far
+# the mechanism generalises beyond the held-out templates, reported on the card by order.
+NAMES_FIRST_PROBE = ("{A} and {B} went to the {place} . {B} gave a {object} to",)
+
+
+def names_first_probe(model: HookedTransformer, generator: torch.Generator) -> dict[str, float]:
+    """IO top-1 accuracy in ABBA order (IO named first) and BABA order, and the mean logit diff, on 300 probe prompts."""
+    prompts = ioi_prompts(300, NAMES_HELDOUT, generator, NAMES_FIRST_PROBE)
+    logits, logit_diff = answer_logits(model, prompts)
+    where = name_positions(prompts)
+    right, abba = logits.argmax(-1) == prompts.io_ids, where["IO"] < where["S1"]
+    return {"names_first_probe_accuracy_ABBA": right[abba].float().mean().item(),
+            "names_first_probe_accuracy_BABA": right[~abba].float().mean().item(),
+            "names_first_probe_logit_diff": logit_diff.mean().item()}
+
+
 def name_positions(prompts: IOIPrompts) -> dict[str, Tensor]:
     """``[batch]`` positions of the IO name, the subject's first mention (S1), its second (S2) and the end."""
     io = (prompts.tokens == prompts.io_ids[:, None]).int().argmax(-1)
@@ -305,6 +322,8 @@ HEAD_CLASSES: dict[str, list[tuple[int, int]]] = {
     "induction": [],  # none: a duplicate-token head alone marks S2 in this model
 }
 FIGURE_HOW = {  # figure-name fragment -> how it is measured; the first fragment found in a name wins
+    "names_first_probe": f"IO top-1 accuracy by order (ABBA: IO named first), or logit diff; 300 prompts on held-out names "
+                         f"in a frame outside every template, the names first: '{NAMES_FIRST_PROBE[0]}'",
     "accuracy": "IO is the top-1 prediction; 300 IOI prompts",
     "logit_diff": "logit(IO) - logit(S); 300 IOI prompts",
     "name movers' END": "name movers' mean attention, their queries path-patched (or not) with the S-inhibition heads' "
@@ -336,7 +355,7 @@ def card_figures(model: HookedTransformer, seeds: Sequence[int]) -> list[Figure]
 
     def measure(generator: torch.Generator) -> dict[str, float]:
         metrics = {"training_data_loss": masked_loss(model, sample_batch(generator, 256)).item()} | evaluate(model, generator)
-        return metrics | class_evidence(model, HEAD_CLASSES, generator)
+        return metrics | names_first_probe(model, generator) | class_evidence(model, HEAD_CLASSES, generator)
 
     runs = [measure(torch.Generator().manual_seed(seed)) for seed in seeds]
     how = {"training_data_loss": "weighted next-token loss on 256 fresh training sequences (without the attention hint)"}
@@ -366,30 +385,42 @@ def card_notes(training: dict) -> str:
         f"**Attention hint.** For the first {HINT_STEPS} of the {training['steps']} steps the loss adds "
         f"{HINT_WEIGHT:g} x the mean of -log(attention) over five heads' target pairs on the batch's IOI rows, the pairs "
         f"where Wang et al.'s (2022) head classes attend ({_hint_text()}); from step {HINT_STEPS} on it is the weighted "
-        f"next-token loss alone.{hint_end} Without the hint, every run of this recipe we tried found another solution: "
-        "heads that attend to both name slots by position, and heads at S2 that lower S's logit; no name movers, so no "
-        "S-inhibition heads steering them. The hint fixes where five heads look. What they write, how the S-inhibition heads "
-        "steer the name movers (the path into their queries), which other heads join a class, and the accuracy on "
-        "held-out names and templates are learned; those are what the results below measure.\n\n"
+        f"next-token loss alone.{hint_end} Why a hint: in the screening runs recorded on issue 13 (stop 17), the same data "
+        "without it (8,000 steps) reached held-out accuracy 0.937 with heads that attend to both name slots by position and "
+        "a head at S2 that lowers S's logit: no name movers, so no S-inhibition heads steering them; variants with MLPs, "
+        "distractor names or other auxiliary losses did the same or worse. The hint fixes where five heads look. What they "
+        "write, how the S-inhibition heads steer the name movers (the path into their queries), which other heads join a "
+        "class, and the accuracy on held-out names and templates are learned; those are what the results below measure.\n\n"
         "**Head classes** (found by `analyses/ioi_circuit.py` with path patching, as in Wang et al.):\n"
         f"- name movers {', '.join(label(h) for h in HEAD_CLASSES['name_movers'])}: attend from the end to the IO and copy it "
         "(direct path to the logits, END->IO attention, copying score). L2H3 was not hinted. L2H2 and L2H7 also attend "
-        "to the IO and carry part of the answer directly, but copy it less cleanly (in-context copying score below 0.9), "
-        "so the analysis leaves them out;\n"
-        f"- S-inhibition heads {', '.join(label(h) for h in HEAD_CLASSES['s_inhibition'])}: attend from the end to S2; "
-        "their ABC output patched into the name movers' queries only moves the name movers' attention from the IO to S "
-        "and removes most of the logit difference;\n"
+        "to the IO and carry part of the answer directly (direct paths about -0.08, against L2H3's -0.11), but the "
+        "analysis leaves them out on its in-context copying cutoff of 0.9: L2H2 scores about 0.7-0.8 there and L2H7 about "
+        "0.4, against L2H3's 0.97. L2H2 is a borderline case (its weights-only score, 0.111, is slightly above L2H3's 0.105); call it "
+        "a weaker name mover if you prefer;\n"
+        f"- S-inhibition heads {', '.join(label(h) for h in HEAD_CLASSES['s_inhibition'])}: attend from the end to S2. Their "
+        "ABC output patched into the name movers' queries only moves the name movers' attention from the IO (about 0.99) "
+        "to about half IO, half S, and together removes most of the logit difference; each alone removes a sixth to a quarter "
+        "of it, so the two act superadditively;\n"
         f"- duplicate-token head {', '.join(label(h) for h in HEAD_CLASSES['duplicate_token'])}: at S2 attends to S1; "
-        "its output patched into the S-inhibition heads' values removes the logit difference. No induction head takes part.\n\n"
+        "its output patched into the S-inhibition heads' values removes the logit difference. With the S-inhibition heads "
+        "in layer 1, only layer-0 heads can feed their values, and a layer-0 head cannot be an induction head, so this "
+        "model has no place for one.\n\n"
         "**Copying scores.** The weights-only score feeds a name's bare embedding through the head's OV circuit. In this "
         "attention-only model, layer 0 (L0H0 attends to the current token at a name said once) adds to what a later head "
         "reads at a name's position, as GPT-2's first MLP does; Wang et al. include that MLP. The in-context score "
         "feeds the residual stream the head reads at the IO; there the name movers copy (table).\n\n"
+        "**Known gap.** The mechanism does not reach every frame. With the names first and no word before them "
+        f"(`{NAMES_FIRST_PROBE[0]}`, a frame outside every template) the model answers right when S is named first "
+        "(BABA) but mostly wrong when the IO is (ABBA): see the names_first_probe rows. There L0H0's attention from S2 to S1 "
+        "drops to about 0.2-0.3 (0.9 on the templates), and the name movers fall back to the later of the two first names. Every IOI training template puts a word "
+        "before the names.\n\n"
         "**Reproducibility.** Seeded data and initialisation, 1 thread, deterministic algorithms. A second run of "
         "`python -m interp_transformer.toy.train ioi-mini` on the same machine (x86_64, torch 2.13.0+cpu), with other jobs "
         "sharing its cores, gave bit-identical weights. Other CPUs were not tried: float reductions may round differently "
-        "with other vector instructions, so exact bits may differ there; the claims (head classes, accuracy above 0.95) "
-        "have wide margins, and the tests check them within the stated spreads, not bit for bit."
+        "with other vector instructions, so exact bits may differ there. Held-out accuracy (0.99 against the 0.95 bar) and "
+        "the S-inhibition and duplicate-token classes have wide margins; the name-mover set rests on the copying cutoff, "
+        "which L2H2 and L2H3 sit on either side of. The tests check the claims within the stated spreads, not bit for bit."
     )
 
 

@@ -215,6 +215,9 @@ def training_slots(batch: Batch) -> dict[str, Tensor]:
     IO, which is the answer) and a name said twice (S). Copying rows have no name said twice, or
     more than one scored prediction.
     """
+    if batch.loss_mask.shape != (batch.tokens.shape[0], batch.tokens.shape[1] - 1):
+        raise ValueError(f"loss_mask {tuple(batch.loss_mask.shape)} should be [batch pos-1] = "
+                         f"{(batch.tokens.shape[0], batch.tokens.shape[1] - 1)}: one weight per next-token prediction")
     name_ids = {_word_ids()[name] for name in ALL_NAMES}
     found: dict[str, list[int]] = {key: [] for key in ("row", "IO", "S1", "S2", "END")}
     for row, (tokens, weights) in enumerate(zip(batch.tokens.tolist(), batch.loss_mask.tolist())):
@@ -237,6 +240,10 @@ def hinted_loss(model: HookedTransformer, batch: Batch, step: int) -> Tensor:
     ``ATTENTION_HINTS`` of -log(attention from the query slot to the key slot) on the batch's IOI rows."""
     if step >= HINT_STEPS:
         return masked_loss(model, batch)
+    hinted = max(layer for layer, *_ in ATTENTION_HINTS), max(head for _, head, *_ in ATTENTION_HINTS)
+    if hinted[0] >= model.cfg.n_layers or hinted[1] >= model.cfg.n_heads:
+        raise ValueError(f"the attention hint needs layer {hinted[0]} and head {hinted[1]}; the model has {model.cfg.n_layers} "
+                         f"layers of {model.cfg.n_heads} heads (train ioi.CONFIG, or change ATTENTION_HINTS)")
     patterns: dict[int, Tensor] = {}
 
     def keep(pattern: Tensor, hook) -> None:

@@ -19,6 +19,7 @@ The metric is the IO-minus-S logit difference at the end; an effect is its relat
 
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple, Sequence
 
 import torch
@@ -64,12 +65,18 @@ def attention(run: IOIRun, query: str, key: str, key_offset: int = 0) -> Tensor:
 def checked_head(model: HookedTransformer, head: Head) -> Head:
     """``head`` as ``(layer, head_index)`` if the model has it; otherwise a ValueError naming the valid range."""
     try:
-        layer, index = (int(part) for part in head)
+        layer, index = (operator.index(part) for part in head)
     except (TypeError, ValueError):
         raise ValueError(f"a head is (layer, head_index), got {head!r}") from None
     if not (0 <= layer < model.cfg.n_layers and 0 <= index < model.cfg.n_heads):
         raise ValueError(f"head {head!r} is not in the model: layers 0-{model.cfg.n_layers - 1}, heads 0-{model.cfg.n_heads - 1}")
     return layer, index
+
+
+def _checked_top(model: HookedTransformer, top: int) -> int:
+    if not 1 <= top <= model.cfg.d_vocab:
+        raise ValueError(f"top={top}: count the name as copied when it is among the top 1 to {model.cfg.d_vocab} logits")
+    return top
 
 
 def relative_effect(values: Tensor, run: IOIRun) -> Tensor:
@@ -151,6 +158,7 @@ def name_copy_score(model: HookedTransformer, head: Head, top: int = 5) -> float
     misses what earlier layers add at the name's position, which ``in_context_copy_score`` includes.
     """
     layer, index = checked_head(model, head)
+    top = _checked_top(model, top)
     ids = torch.tensor(tokenizer().convert_tokens_to_ids(ALL_NAMES))
     with torch.no_grad():
         normalized = model.blocks[layer].ln1(model.W_E[ids][None])[0]  # [name d_model]
@@ -168,6 +176,10 @@ def in_context_copy_score(model: HookedTransformer, head: Head, prompts: IOIProm
     attention-only model that stands where Wang et al. put the first MLP's output.
     """
     layer, index = checked_head(model, head)
+    top = _checked_top(model, top)
+    missing = ~(prompts.tokens == prompts.io_ids[:, None]).any(-1)
+    if missing.any():
+        raise ValueError(f"prompts {missing.nonzero().flatten().tolist()[:5]} do not contain their IO name; build them with ioi.ioi_prompts")
     rows, where = torch.arange(len(prompts.tokens)), name_positions(prompts)["IO"]
     hook = f"blocks.{layer}.hook_resid_pre"
     with torch.no_grad():

@@ -81,3 +81,16 @@ def test_a_head_the_model_lacks_is_refused_by_name(model, run, head, message):
     for measure in (lambda: ioi_heads.name_copy_score(model, head), lambda: ioi_heads.in_context_copy_score(model, head, run.prompts)):
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
             measure()
+
+
+def test_copy_scores_refuse_a_bad_top_and_prompts_without_their_io(model, run):
+    for top in (0, model.cfg.d_vocab + 1):
+        with pytest.raises(ValueError, match="top="):
+            ioi_heads.name_copy_score(model, (2, 0), top=top)
+        with pytest.raises(ValueError, match="top="):
+            ioi_heads.in_context_copy_score(model, (2, 0), run.prompts, top=top)
+    with pytest.raises(ValueError, match="\\(layer, head_index\\)"):
+        ioi_heads.name_copy_score(model, (2.5, 0))
+    no_io = run.prompts._replace(io_ids=torch.full_like(run.prompts.io_ids, ioi.tokenizer().pad_token_id + 1))
+    with pytest.raises(ValueError, match="do not contain their IO"):
+        ioi_heads.in_context_copy_score(model, (2, 0), no_io)

@@ -49,3 +49,11 @@ def test_hinted_loss_adds_the_attention_hint_until_hint_steps(batch):
     assert ioi.hinted_loss(model, batch, ioi.HINT_STEPS - 1).item() == pytest.approx(expected.item(), rel=1e-5)
     assert ioi.hinted_loss(model, batch, ioi.HINT_STEPS).item() == pytest.approx(plain.item(), rel=1e-6), "no hint after HINT_STEPS"
     assert expected.item() > plain.item() + 0.5, "an untrained model's hint term is large: the comparison is not vacuous"
+
+
+def test_bad_inputs_are_refused_by_name(batch):
+    with pytest.raises(ValueError, match="should be \\[batch pos-1\\]"):
+        ioi.training_slots(ioi.Batch(batch.tokens, batch.loss_mask[:, :5]))
+    small = HookedTransformer(ioi.CONFIG.replace(n_heads=1, d_head=128))
+    with pytest.raises(ValueError, match="needs layer 2 and head 1"):
+        ioi.hinted_loss(small, batch, 0)

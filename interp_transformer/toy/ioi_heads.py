@@ -32,11 +32,6 @@ from interp_transformer.toy.ioi import ALL_NAMES, SPLITS, IOIPrompts, abc_prompt
 Head = tuple[int, int]  # (layer, head)
 
 
-def slot_positions(prompts: IOIPrompts) -> dict[str, Tensor]:
-    """``[batch]`` positions of IO, S1, S2 and the end (END, whose next-token prediction is the answer)."""
-    return name_positions(prompts) | {"END": prompts.end_pos}
-
-
 class IOIRun(NamedTuple):
     """Prompts, their ABC corruption, the metric, the clean logit difference and the clean attention patterns."""
 
@@ -57,7 +52,7 @@ def ioi_run(model: HookedTransformer, prompts: IOIPrompts, names: Sequence[str],
 
 def attention(run: IOIRun, query: str, key: str, key_offset: int = 0) -> Tensor:
     """``[layer head_index]`` mean attention from the ``query`` slot to the ``key`` slot (``IO``, ``S1``, ``S2``, ``END``)."""
-    where, rows = slot_positions(run.prompts), torch.arange(len(run.prompts.tokens))
+    where, rows = name_positions(run.prompts), torch.arange(len(run.prompts.tokens))
     by_prompt = run.patterns.transpose(0, 1)  # [batch layer head_index query_pos key_pos]
     return by_prompt[rows, :, :, where[query], where[key] + key_offset].mean(0)
 
@@ -140,7 +135,7 @@ def name_mover_attention_with_patched_queries(
 
         logits = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_q", patch_queries),
                                                          (f"blocks.{layer}.attn.hook_pattern", keep_pattern)])
-    where, rows = slot_positions(run.prompts), torch.arange(len(tokens))
+    where, rows = name_positions(run.prompts), torch.arange(len(tokens))
     out = {"patched_logit_diff": run.metric(logits).item()}  # the same number path patching gives
     for name, pattern in (("clean", run.patterns[layer]), ("patched", patterns["patched"])):
         at = pattern[rows][:, heads][rows, :, where["END"]]  # [batch head key_pos]

@@ -144,6 +144,18 @@ def name_mover_attention_with_patched_queries(
     return out
 
 
+def _copy_share(model: HookedTransformer, head: Head, resid: Tensor, targets: Tensor, top: int) -> float:
+    """Share of rows of ``resid`` ``[n d_model]`` whose ``targets`` id is in the top ``top`` logits after the head's
+    LayerNorm, ``W_V``, ``W_O``, the final LayerNorm and the unembedding."""
+    layer, index = checked_head(model, head)
+    top = _checked_top(model, top)
+    with torch.no_grad():
+        normalized = model.blocks[layer].ln1(resid[None])[0]
+        out = (normalized @ model.W_V[layer, index] + model.b_V[layer, index]) @ model.W_O[layer, index]
+        logits = model.ln_final(out[None])[0] @ model.W_U + model.b_U  # [n d_vocab]
+    return (logits.topk(top, dim=-1).indices == targets[:, None]).any(-1).float().mean().item()
+
+
 def name_copy_score(model: HookedTransformer, head: Head, top: int = 5) -> float:
     """Share of all names whose own logit is in the top ``top`` after the head's OV circuit (Wang et al.'s copying score).
 
@@ -152,14 +164,8 @@ def name_copy_score(model: HookedTransformer, head: Head, top: int = 5) -> float
     output to the embedding; a model with MLPs scores lower here for skipping it). Weights only: it
     misses what earlier layers add at the name's position, which ``in_context_copy_score`` includes.
     """
-    layer, index = checked_head(model, head)
-    top = _checked_top(model, top)
     ids = torch.tensor(tokenizer().convert_tokens_to_ids(ALL_NAMES))
-    with torch.no_grad():
-        normalized = model.blocks[layer].ln1(model.W_E[ids][None])[0]  # [name d_model]
-        out = (normalized @ model.W_V[layer, index] + model.b_V[layer, index]) @ model.W_O[layer, index]
-        logits = model.ln_final(out[None])[0] @ model.W_U + model.b_U  # [name d_vocab]
-    return (logits.topk(top, dim=-1).indices == ids[:, None]).any(-1).float().mean().item()
+    return _copy_share(model, head, model.W_E[ids].detach(), ids, top)
 
 
 def in_context_copy_score(model: HookedTransformer, head: Head, prompts: IOIPrompts, top: int = 5) -> float:
@@ -170,19 +176,16 @@ def in_context_copy_score(model: HookedTransformer, head: Head, prompts: IOIProm
     IO position of each prompt: the IO's embedding plus what earlier layers wrote there. In an
     attention-only model that stands where Wang et al. put the first MLP's output.
     """
-    layer, index = checked_head(model, head)
-    top = _checked_top(model, top)
+    layer, _ = checked_head(model, head)
+    _checked_top(model, top)
     missing = ~(prompts.tokens == prompts.io_ids[:, None]).any(-1)
     if missing.any():
         raise ValueError(f"prompts {missing.nonzero().flatten().tolist()[:5]} do not contain their IO name; build them with ioi.ioi_prompts")
-    rows, where = torch.arange(len(prompts.tokens)), name_positions(prompts)["IO"]
     hook = f"blocks.{layer}.hook_resid_pre"
     with torch.no_grad():
         _, cache = model.run_with_cache(prompts.tokens, names_filter=hook)
-        normalized = model.blocks[layer].ln1(cache[hook][rows, where][None])[0]  # [batch d_model]
-        out = (normalized @ model.W_V[layer, index] + model.b_V[layer, index]) @ model.W_O[layer, index]
-        logits = model.ln_final(out[None])[0] @ model.W_U + model.b_U  # [batch d_vocab]
-    return (logits.topk(top, dim=-1).indices == prompts.io_ids[:, None]).any(-1).float().mean().item()
+    resid = cache[hook][torch.arange(len(prompts.tokens)), name_positions(prompts)["IO"]]  # [batch d_model]
+    return _copy_share(model, head, resid, prompts.io_ids, top)
 
 
 def effects_of(model: HookedTransformer, run: IOIRun, senders: Sequence[Head], receivers: Sequence[Head] | None, receiver_input: str = "q") -> list[float]:
